@@ -1,0 +1,147 @@
+//! Every conversion between proto messages and domain values, and the
+//! redacting `Debug` of messages that carry secrets.
+
+use std::fmt;
+
+use secrecy::ExposeSecret;
+
+use super::proto;
+use crate::{
+    Error,
+    domain::{Credentials, Email, NewUser, Password, User, Username},
+    error::FieldViolation,
+    token::AccessToken,
+};
+
+/// Collects the outcome of parsing one field, so that a request reports every
+/// bad field at once rather than the first.
+#[derive(Default)]
+struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    fn check<T>(&mut self, field: &'static str, parsed: Result<T, &'static str>) -> Option<T> {
+        parsed
+            .map_err(|description| self.0.push(FieldViolation { field, description }))
+            .ok()
+    }
+}
+
+pub fn new_user(request: proto::SignupRequest, password_min: usize) -> Result<NewUser, Error> {
+    let mut violations = Violations::default();
+    let email = violations.check("email", Email::parse(&request.email));
+    let password = violations.check(
+        "password",
+        Password::parse_new(request.password, password_min),
+    );
+    let username = violations.check("username", Username::parse(&request.username));
+    match (email, password, username) {
+        (Some(email), Some(password), Some(username)) => Ok(NewUser {
+            email,
+            username,
+            password,
+        }),
+        _ => Err(Error::InvalidArgument(violations.0)),
+    }
+}
+
+pub fn credentials(request: proto::LoginRequest) -> Result<Credentials, Error> {
+    let mut violations = Violations::default();
+    let email = violations.check("email", Email::parse(&request.email));
+    let password = violations.check("password", Password::parse_existing(request.password));
+    match (email, password) {
+        (Some(email), Some(password)) => Ok(Credentials { email, password }),
+        _ => Err(Error::InvalidArgument(violations.0)),
+    }
+}
+
+impl From<User> for proto::User {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id.to_string(),
+            email: user.email.as_str().to_owned(),
+            username: user.username.as_str().to_owned(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: user.created_at.timestamp(),
+                // Always below 1e9, so the cast cannot truncate.
+                nanos: user.created_at.timestamp_subsec_nanos() as i32,
+            }),
+        }
+    }
+}
+
+impl From<AccessToken> for proto::LoginResponse {
+    fn from(token: AccessToken) -> Self {
+        Self {
+            access_token: token.token.expose_secret().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: i64::try_from(token.expires_in.as_secs()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+const REDACTED: &str = "[REDACTED]";
+
+impl fmt::Debug for proto::SignupRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignupRequest")
+            .field("email", &self.email)
+            .field("password", &REDACTED)
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+impl fmt::Debug for proto::LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("email", &self.email)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for proto::LoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("access_token", &REDACTED)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let signup = proto::SignupRequest {
+            email: "a@example.com".into(),
+            password: "hunter2hunter2".into(),
+            username: "a".into(),
+        };
+        let login = proto::LoginResponse {
+            access_token: "eyJsecret".into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+        };
+        let printed = format!("{signup:?} {login:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("eyJsecret"));
+        assert!(printed.contains("a@example.com"));
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let request = proto::SignupRequest {
+            email: "nope".into(),
+            password: "short".into(),
+            username: " ".into(),
+        };
+        let Err(Error::InvalidArgument(violations)) = new_user(request, 8) else {
+            panic!("expected invalid argument");
+        };
+        let fields: Vec<_> = violations.iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["email", "password", "username"]);
+    }
+}

@@ -1,0 +1,243 @@
+//! Settings: every one a flag with an environment variable, validated once at
+//! startup into a [`Config`] that holds only usable values.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::{domain::PASSWORD_MAX_BYTES, store::PoolSettings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authd",
+    version,
+    about = "Authentication service: signup, login and signed access tokens over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve gRPC (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// Address the gRPC server listens on.
+    #[arg(
+        long,
+        env = "AUTHD_LISTEN",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// postgres://… or postgresql://… for PostgreSQL; sqlite://PATH for an
+    /// SQLite file, created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://authd.db",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Most database connections kept open.
+    #[arg(long, env = "AUTHD_DB_POOL_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub db_pool_size: u16,
+
+    /// How long a call waits for a database connection before it fails
+    /// UNAVAILABLE.
+    #[arg(long, env = "AUTHD_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration,
+          global = true)]
+    pub db_timeout: Duration,
+
+    /// Access token lifetime, whole seconds from 1s to 24h (e.g. 90s, 15m).
+    #[arg(long, env = "AUTHD_TOKEN_TTL", default_value = "15m", value_parser = parse_token_ttl,
+          global = true)]
+    pub token_ttl: Duration,
+
+    /// The `iss` claim of issued tokens, and the only one accepted.
+    #[arg(long, env = "AUTHD_ISSUER", default_value = "authd", value_parser = parse_non_empty,
+          global = true)]
+    pub issuer: String,
+
+    /// The `aud` claim of issued tokens, and the only one accepted.
+    #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd", value_parser = parse_non_empty,
+          global = true)]
+    pub audience: String,
+
+    /// bcrypt work factor for new password hashes (4 to 31).
+    #[arg(long, env = "AUTHD_BCRYPT_COST", default_value_t = 12,
+          value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
+    pub bcrypt_cost: u32,
+
+    /// Shortest password accepted at signup, in characters (8 to 72).
+    #[arg(long, env = "AUTHD_PASSWORD_MIN_LENGTH", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(8..=PASSWORD_MAX_BYTES as i64), global = true)]
+    pub password_min_length: u16,
+
+    /// PKCS#8 PEM Ed25519 private key to sign tokens with. Without it, authd
+    /// generates a key on first start and keeps it in the database.
+    #[arg(long, env = "AUTHD_SIGNING_KEY_FILE", global = true)]
+    pub signing_key_file: Option<PathBuf>,
+
+    /// Serve gRPC server reflection (v1 and v1alpha), so tools like grpcurl
+    /// need no proto file.
+    #[arg(long, env = "AUTHD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set,
+          global = true)]
+    pub reflection: bool,
+
+    /// Log line format. Verbosity comes from RUST_LOG (default "info").
+    #[arg(long, env = "AUTHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
+          global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Where the data lives. The PostgreSQL URL may hold a password, so it is a
+/// secret and never printed.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    Postgres(SecretString),
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// Parses `DATABASE_URL`. Errors never repeat the value, which may carry
+    /// a password.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(SecretString::from(url.to_owned())));
+        }
+        let Some(path) = url.strip_prefix("sqlite://") else {
+            return Err(
+                "invalid DATABASE_URL: must start with postgres://, postgresql:// or sqlite://"
+                    .into(),
+            );
+        };
+        if path.is_empty() || path.contains(":memory:") || path.starts_with("file:") {
+            return Err(
+                "invalid DATABASE_URL: sqlite:// must be followed by a file path, \
+                        e.g. sqlite://authd.db or sqlite:///var/lib/authd/authd.db"
+                    .into(),
+            );
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// The validated settings the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub pool: PoolSettings,
+    pub token_ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
+    pub bcrypt_cost: u32,
+    pub password_min_length: usize,
+    pub signing_key_file: Option<PathBuf>,
+    pub reflection: bool,
+    pub log_format: LogFormat,
+}
+
+impl TryFrom<Settings> for Config {
+    type Error = String;
+
+    fn try_from(settings: Settings) -> Result<Self, String> {
+        Ok(Self {
+            listen: settings.listen,
+            database_url: DatabaseUrl::parse(&settings.database_url)?,
+            pool: PoolSettings {
+                size: usize::from(settings.db_pool_size),
+                timeout: settings.db_timeout,
+            },
+            token_ttl: settings.token_ttl,
+            issuer: settings.issuer,
+            audience: settings.audience,
+            bcrypt_cost: settings.bcrypt_cost,
+            password_min_length: usize::from(settings.password_min_length),
+            signing_key_file: settings.signing_key_file,
+            reflection: settings.reflection,
+            log_format: settings.log_format,
+        })
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|_| "expected a duration such as 500ms, 90s or 15m".to_owned())
+}
+
+fn parse_token_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(value)?;
+    if ttl.subsec_nanos() != 0 || ttl < Duration::from_secs(1) || ttl > Duration::from_secs(86_400)
+    {
+        return Err("must be a whole number of seconds from 1s to 24h".into());
+    }
+    Ok(ttl)
+}
+
+fn parse_non_empty(value: &str) -> Result<String, String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_picks_the_backend_and_hides_the_value_in_errors() {
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:pw@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("sqlite:///var/lib/a.db"),
+            Ok(DatabaseUrl::Sqlite(p)) if p == std::path::Path::new("/var/lib/a.db")
+        ));
+        let error = DatabaseUrl::parse("postgress://u:secret@h/db").expect_err("bad scheme");
+        assert!(!error.contains("secret") && error.contains("DATABASE_URL"));
+        assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn token_ttl_is_whole_seconds_within_a_day() {
+        assert_eq!(parse_token_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_token_ttl("15m"), Ok(Duration::from_secs(900)));
+        for bad in ["0s", "1500ms", "25h", "soon"] {
+            assert!(parse_token_ttl(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_stop_parsing_and_name_the_setting() {
+        let error = Cli::try_parse_from(["authd", "--bcrypt-cost", "99"]).expect_err("range");
+        assert!(error.to_string().contains("--bcrypt-cost"));
+        let error = Cli::try_parse_from(["authd", "serve", "--reflection", "maybe"])
+            .expect_err("not a bool");
+        assert!(error.to_string().contains("--reflection"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The one error type of authd. Every failure a client can see is a variant
+//! here, and `From<Error> for Status` is the only place that decides what a
+//! client is told.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// A rule a request field breaks, reported in a `google.rpc.BadRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: &'static str,
+    pub description: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `INVALID_ARGUMENT`, with a `google.rpc.BadRequest` that names every bad
+    /// field, so a client can fix them all in one round trip.
+    #[error("invalid request fields: {0:?}")]
+    InvalidArgument(Vec<FieldViolation>),
+
+    /// `ALREADY_EXISTS`: the normalized email is registered.
+    #[error("email already registered")]
+    EmailTaken,
+
+    /// `UNAUTHENTICATED`: unknown email or wrong password. The two cases are
+    /// one variant so that nothing downstream can tell them apart.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+
+    /// `UNAUTHENTICATED`: the bearer token is missing, malformed, forged or
+    /// expired, or names a user that no longer exists.
+    #[error("invalid access token")]
+    InvalidToken,
+
+    /// `UNAVAILABLE`: the database cannot be reached or no connection came
+    /// free in time. Worth a retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] Source),
+
+    /// `INTERNAL`: a fault that is ours, never the client's. Logged in full,
+    /// answered with a fixed message.
+    #[error("internal error: {0}")]
+    Internal(#[source] Source),
+}
+
+impl Error {
+    pub fn internal(source: impl Into<Source>) -> Self {
+        Self::Internal(source.into())
+    }
+
+    pub fn unavailable(source: impl Into<Source>) -> Self {
+        Self::Unavailable(source.into())
+    }
+}
+
+pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+pub const INVALID_TOKEN: &str = "missing or invalid access token";
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(violations) => {
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let mut details = ErrorDetails::new();
+                for v in &violations {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid request: {summary}"),
+                    details,
+                )
+            }
+            Error::EmailTaken => Status::already_exists("a user with this email already exists"),
+            Error::InvalidCredentials => Status::unauthenticated(INVALID_CREDENTIALS),
+            Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
+            Error::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                Status::unavailable("service temporarily unavailable, retry later")
+            }
+            Error::Internal(source) => {
+                tracing::error!(error = %source, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! authd: signup, login and signed access tokens over gRPC.
+//!
+//! `main.rs` only parses settings and calls [`Application`]; tests build the
+//! same [`Application`] on port 0.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+mod error;
+pub mod password;
+pub mod service;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+
+use std::{future::Future, net::SocketAddr, num::NonZero, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::ServiceBuilder;
+
+pub use error::{Error, FieldViolation};
+
+use crate::{
+    api::{
+        AccessLogLayer, AuthApi, BearerAuthLayer, proto::auth_service_server::AuthServiceServer,
+    },
+    config::Config,
+    password::Hasher,
+    service::Accounts,
+    store::Database,
+    token::Tokens,
+};
+
+/// Requests are a few short strings; anything bigger is refused before it
+/// is decoded.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A fully built service, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    database: Database,
+    tokens: Arc<Tokens>,
+    api: AuthApi,
+    reflection: bool,
+}
+
+impl Application {
+    /// Connects and migrates the database, loads the signing key and binds
+    /// the listener. Every failure here is a startup error with context.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let database = connect_and_migrate(config).await?;
+        let key = token::load_signing_key(&database, config.signing_key_file.as_deref()).await?;
+        let tokens = Arc::new(Tokens::new(
+            key,
+            config.issuer.clone(),
+            config.audience.clone(),
+            config.token_ttl,
+        ));
+        let cores = std::thread::available_parallelism().map_or(1, NonZero::get);
+        let hasher = Hasher::new(config.bcrypt_cost, cores).await?;
+        let accounts = Accounts::new(database.clone(), hasher, Arc::clone(&tokens));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on AUTHD_LISTEN={}", config.listen))?;
+        Ok(Self {
+            listener,
+            database,
+            tokens,
+            api: AuthApi::new(accounts, config.password_min_length),
+            reflection: config.reflection,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes. Health turns NOT_SERVING first, so
+    /// load balancers stop sending work, then in-flight calls finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::Serving).await;
+        let watcher = tokio::spawn(watch_database(self.database, reporter.clone()));
+
+        let auth = ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(self.tokens))
+            .service(AuthServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES));
+        let (reflection_v1, reflection_v1alpha) = if self.reflection {
+            let builder = || {
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(api::proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            };
+            (
+                Some(builder().build_v1()?),
+                Some(builder().build_v1alpha()?),
+            )
+        } else {
+            (None, None)
+        };
+
+        let stopping = async {
+            shutdown.await;
+            watcher.abort();
+            set_health(&reporter, ServingStatus::NotServing).await;
+            tracing::info!("shutting down: finishing in-flight calls");
+        };
+        tracing::info!(address = %self.listener.local_addr()?, "authd serving gRPC");
+        Server::builder()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .layer(AccessLogLayer)
+            .add_service(health)
+            .add_service(auth)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping)
+            .await
+            .context("gRPC server failed")
+    }
+}
+
+/// `authd migrate`: apply pending migrations and stop.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    connect_and_migrate(config).await.map(drop)
+}
+
+async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {
+    let database = Database::connect(&config.database_url, config.pool)
+        .await
+        .context("cannot connect to the database named by DATABASE_URL")?;
+    database
+        .migrate()
+        .await
+        .context("cannot apply database migrations")?;
+    Ok(database)
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(api::proto::auth_service_server::SERVICE_NAME, status)
+        .await;
+}
+
+/// Health follows the database: without it no RPC can succeed, so the
+/// service reports NOT_SERVING until it is reachable again.
+async fn watch_database(database: Database, reporter: HealthReporter) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+        let reachable = database.ping().await.is_ok();
+        if reachable != serving {
+            serving = reachable;
+            tracing::warn!(reachable, "database reachability changed");
+            let status = if reachable {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&reporter, status).await;
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

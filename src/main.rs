@@ -1,0 +1,36 @@
+use std::process::ExitCode;
+
+use authd::{
+    Application,
+    config::{Cli, Command, Config},
+    telemetry,
+};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::try_from(cli.settings) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => match Application::build(&config).await {
+            Ok(app) => app.run_until(authd::shutdown_signal()).await,
+            Err(error) => Err(error),
+        },
+        Command::Migrate => authd::migrate(&config).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

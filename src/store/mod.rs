@@ -1,0 +1,192 @@
+//! Persistence. `DATABASE_URL` picks PostgreSQL or SQLite at run time;
+//! every query is written once and compiled for both by [`with_conn!`].
+
+mod keys;
+mod schema;
+mod users;
+
+use std::time::Duration;
+
+use diesel::{
+    Connection, ConnectionError, ConnectionResult, SqliteConnection,
+    connection::SimpleConnection,
+    result::{DatabaseErrorKind, Error as QueryError},
+    sql_types::BigInt,
+};
+use diesel_async::{
+    AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig,
+        deadpool::{Pool, PoolError},
+    },
+    sync_connection_wrapper::SyncConnectionWrapper,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use users::NewUserRecord;
+
+use crate::{Error, config::DatabaseUrl};
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Any constant works as long as every replica uses the same one.
+const MIGRATION_LOCK_ID: i64 = 0x6175_7468_6400;
+
+type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
+
+/// A pool of connections to whichever backend is configured.
+#[derive(Clone)]
+pub enum Database {
+    Postgres(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteAsync>),
+}
+
+/// How many connections to keep and how long a call may wait for one before
+/// it is answered UNAVAILABLE.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub timeout: Duration,
+}
+
+/// Runs the body with `$conn` bound to a pooled connection of the configured
+/// backend. The body is written once and type-checked against each backend,
+/// which is how one query serves PostgreSQL and SQLite.
+macro_rules! with_conn {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        match $db {
+            $crate::store::Database::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::store::Database::Sqlite(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+use with_conn;
+
+impl Database {
+    /// Builds the pool and proves the database is reachable with one
+    /// connection, so a wrong URL fails at startup rather than on first call.
+    pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Self, Error> {
+        let database = match url {
+            DatabaseUrl::Postgres(url) => {
+                use secrecy::ExposeSecret;
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose_secret());
+                Self::Postgres(build_pool(manager, settings)?)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut config = ManagerConfig::default();
+                config.custom_setup = Box::new(|path| Box::pin(establish_sqlite(path.to_owned())));
+                let path = path.to_str().ok_or_else(|| {
+                    Error::internal("the SQLite path in DATABASE_URL is not valid UTF-8")
+                })?;
+                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+                Self::Sqlite(build_pool(manager, settings)?)
+            }
+        };
+        database.ping().await?;
+        Ok(database)
+    }
+
+    /// Applies pending migrations. On PostgreSQL an advisory lock makes
+    /// replicas that start together take turns instead of racing.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        match self {
+            Self::Postgres(pool) => {
+                let mut conn = pool.get().await.map_err(pool_error)?;
+                diesel::sql_query("SELECT pg_advisory_lock($1)")
+                    .bind::<BigInt, _>(MIGRATION_LOCK_ID)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query_error)?;
+                let mut harness = AsyncMigrationHarness::new(conn);
+                let outcome = harness
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(drop)
+                    .map_err(|e| Error::internal(e.to_string()));
+                let mut conn = harness.into_inner();
+                diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                    .bind::<BigInt, _>(MIGRATION_LOCK_ID)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(query_error)?;
+                outcome
+            }
+            Self::Sqlite(pool) => {
+                let conn = pool.get().await.map_err(pool_error)?;
+                AsyncMigrationHarness::new(conn)
+                    .run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(drop)
+                    .map_err(|e| Error::internal(e.to_string()))
+            }
+        }
+    }
+
+    /// One round trip to the database: the health check.
+    pub async fn ping(&self) -> Result<(), Error> {
+        with_conn!(self, |conn| diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .await
+            .map(drop)
+            .map_err(query_error))
+    }
+}
+
+fn build_pool<M: deadpool::managed::Manager>(
+    manager: M,
+    settings: PoolSettings,
+) -> Result<deadpool::managed::Pool<M>, Error> {
+    deadpool::managed::Pool::builder(manager)
+        .max_size(settings.size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
+        .build()
+        .map_err(Error::internal)
+}
+
+/// SQLite connections open in WAL mode, so readers never block the writer,
+/// and wait for a busy database instead of failing at once.
+async fn establish_sqlite(path: String) -> ConnectionResult<SqliteAsync> {
+    tokio::task::spawn_blocking(move || {
+        let mut conn = SqliteConnection::establish(&path)?;
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA busy_timeout = 5000;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(SyncConnectionWrapper::new(conn))
+    })
+    .await
+    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?
+}
+
+/// Not getting a connection at all (database down, pool exhausted past its
+/// timeout) is the client-retryable kind of failure.
+pub(crate) fn pool_error(error: PoolError) -> Error {
+    Error::unavailable(error)
+}
+
+pub(crate) fn query_error(error: QueryError) -> Error {
+    match &error {
+        QueryError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            Error::unavailable(error)
+        }
+        // SQLite reports a write lock it waited on past busy_timeout this way.
+        QueryError::DatabaseError(_, info) if info.message().contains("database is locked") => {
+            Error::unavailable(error)
+        }
+        _ => Error::internal(error),
+    }
+}
