@@ -1,0 +1,301 @@
+//! Test harness: the real server on 127.0.0.1:0, called through the generated
+//! client, on a fresh SQLite file or a fresh PostgreSQL database per test.
+#![allow(dead_code)] // each test binary uses its own subset of the helpers
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use authd::{
+    Application,
+    api::proto::{
+        GetMeRequest, LoginRequest, LoginResponse, SignupRequest, User,
+        auth_service_client::AuthServiceClient,
+    },
+    config::{Cli, Config},
+    token::KeyPair,
+};
+use clap::Parser;
+use diesel::{SqliteConnection, sql_types::BigInt};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl, sync_connection_wrapper::SyncConnectionWrapper,
+};
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Request, Status, metadata::MetadataValue, transport::Channel};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Runs each named `async fn(Backend)` once on SQLite and once on PostgreSQL.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on. There is no skip:
+/// without a reachable server the PostgreSQL tests fail.
+fn postgres_server_url() -> String {
+    std::env::var("AUTHD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A database of its own for one test, dropped with it. It outlives the
+/// applications started on it, so restarts can be tested.
+pub struct TestDb {
+    pub url: String,
+    dir: TempDir,
+    postgres_name: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.path().join("authd.db").display()),
+                dir,
+                postgres_name: None,
+            },
+            Backend::Postgres => {
+                let name = format!("authd_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = AsyncPgConnection::establish(&format!(
+                    "{}/postgres",
+                    postgres_server_url()
+                ))
+                .await
+                .expect("PostgreSQL must be reachable for the PostgreSQL tests");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                Self {
+                    url: format!("{}/{name}", postgres_server_url()),
+                    dir,
+                    postgres_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Runs one SQL statement directly, bypassing the service.
+    pub async fn execute(&self, sql: &str) {
+        if self.postgres_name.is_some() {
+            let mut conn = AsyncPgConnection::establish(&self.url).await.expect("connect");
+            diesel::sql_query(sql).execute(&mut conn).await.expect(sql);
+        } else {
+            let mut conn = self.sqlite().await;
+            diesel::sql_query(sql).execute(&mut conn).await.expect(sql);
+        }
+    }
+
+    /// Counts rows with a `SELECT COUNT(*) AS n …` statement.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let rows: Vec<Count> = if self.postgres_name.is_some() {
+            let mut conn = AsyncPgConnection::establish(&self.url).await.expect("connect");
+            diesel::sql_query(sql).load(&mut conn).await.expect(sql)
+        } else {
+            let mut conn = self.sqlite().await;
+            diesel::sql_query(sql).load(&mut conn).await.expect(sql)
+        };
+        rows.into_iter().next().expect("one row").n
+    }
+
+    async fn sqlite(&self) -> SyncConnectionWrapper<SqliteConnection> {
+        let path = self.url.trim_start_matches("sqlite://");
+        SyncConnectionWrapper::establish(path).await.expect("open sqlite")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which cannot be blocked on;
+        // a thread with its own runtime does the cleanup.
+        let admin_url = format!("{}/postgres", postgres_server_url());
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
+                    let _ = diesel::sql_query(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    ))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A running authd.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: std::sync::Arc<TestDb>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The settings every test app runs with: port 0 and the cheapest bcrypt.
+pub fn config(db: &TestDb, extra: &[&str]) -> anyhow::Result<Config> {
+    let mut args = vec![
+        "authd",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+        "--bcrypt-cost",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args)?;
+    Config::try_from(cli.settings).map_err(anyhow::Error::msg)
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_on(std::sync::Arc::new(TestDb::new(backend).await), &[]).await
+    }
+
+    pub async fn spawn_with(backend: Backend, extra: &[&str]) -> Self {
+        Self::spawn_on(std::sync::Arc::new(TestDb::new(backend).await), extra).await
+    }
+
+    /// Starts an app on an existing database, e.g. a restart or a replica.
+    pub async fn spawn_on(db: std::sync::Arc<TestDb>, extra: &[&str]) -> Self {
+        let config = config(&db, extra).expect("test config");
+        let app = Application::build(&config).await.expect("build app");
+        let addr = app.local_addr().expect("bound address");
+        let (shutdown, stop) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stop.await;
+        }));
+        Self {
+            addr,
+            db,
+            shutdown: Some(shutdown),
+            server,
+        }
+    }
+
+    /// Stops the server gracefully and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(10), &mut self.server)
+            .await
+            .expect("server stops within 10s");
+        stopped.expect("server task").expect("server ran cleanly");
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn client(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel().await)
+    }
+
+    pub async fn signup(&self, email: &str, password: &str, username: &str) -> Result<User, Status> {
+        let response = self
+            .client()
+            .await
+            .signup(SignupRequest {
+                email: email.into(),
+                password: password.into(),
+                username: username.into(),
+            })
+            .await?;
+        Ok(response.into_inner().user.expect("signup returns the user"))
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<LoginResponse, Status> {
+        let response = self
+            .client()
+            .await
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Signs a user up and logs in, returning the user and its access token.
+    pub async fn user_with_token(&self, email: &str) -> (User, String) {
+        let user = self.signup(email, PASSWORD, "tester").await.expect("signup");
+        let token = self.login(email, PASSWORD).await.expect("login").access_token;
+        (user, token)
+    }
+
+    /// GetMe with the raw `authorization` metadata value given, if any.
+    pub async fn get_me_with(&self, authorization: Option<&[u8]>) -> Result<User, Status> {
+        let mut request = Request::new(GetMeRequest {});
+        if let Some(value) = authorization {
+            let value = MetadataValue::try_from(value).expect("metadata value");
+            request.metadata_mut().insert("authorization", value);
+        }
+        let response = self.client().await.get_me(request).await?;
+        Ok(response.into_inner().user.expect("get_me returns the user"))
+    }
+
+    pub async fn get_me(&self, token: &str) -> Result<User, Status> {
+        self.get_me_with(Some(format!("Bearer {token}").as_bytes()))
+            .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A key file for apps whose tokens a test needs to forge variations of.
+pub fn write_key_file(db: &TestDb) -> (PathBuf, String) {
+    let key = KeyPair::generate().expect("key");
+    let path = db.dir().join("signing-key.pem");
+    std::fs::write(&path, key.pkcs8_pem()).expect("write key");
+    (path, key.pkcs8_pem().to_owned())
+}

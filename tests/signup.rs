@@ -1,0 +1,201 @@
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Backend, PASSWORD, TestApp, backend_tests};
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+backend_tests!(
+    signup_returns_the_normalized_user,
+    every_bad_field_is_named,
+    each_email_rule_is_enforced,
+    each_username_rule_is_enforced,
+    each_password_rule_is_enforced,
+    password_minimum_can_be_raised,
+    validation_comes_before_the_database,
+    an_email_is_taken_in_any_case_variant,
+    concurrent_duplicate_signups_create_one_user,
+);
+
+/// The field -> description map of an INVALID_ARGUMENT's BadRequest details.
+fn violations(status: &Status) -> BTreeMap<String, String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let bad_request = status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries google.rpc.BadRequest");
+    bad_request
+        .field_violations
+        .into_iter()
+        .map(|v| (v.field, v.description))
+        .collect()
+}
+
+async fn signup_returns_the_normalized_user(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app
+        .signup("  Ａlice@Example.COM ", PASSWORD, "  Alice A. ")
+        .await
+        .expect("signup");
+    let id = uuid::Uuid::parse_str(&user.id).expect("id is a UUID");
+    assert_eq!(id.get_version_num(), 7);
+    assert_eq!(user.email, "alice@example.com");
+    assert_eq!(user.username, "Alice A.");
+    let created = user.created_at.expect("created_at");
+    let age = chrono::Utc::now().timestamp() - created.seconds;
+    assert!((0..60).contains(&age), "created_at is now, got {created:?}");
+
+    let hash: i64 = app
+        .db
+        .count("SELECT COUNT(*) AS n FROM users WHERE password_hash LIKE '$2b$04$%'")
+        .await;
+    assert_eq!(hash, 1, "the password is stored as a bcrypt hash at the configured cost");
+}
+
+async fn every_bad_field_is_named(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let status = app.signup("not-an-email", "short", "").await.expect_err("invalid");
+    let fields: Vec<String> = violations(&status).into_keys().collect();
+    assert_eq!(fields, ["email", "password", "username"]);
+    for field in ["email", "password", "username"] {
+        assert!(status.message().contains(field), "{}", status.message());
+    }
+}
+
+async fn each_email_rule_is_enforced(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let too_long = format!("{}@{}.example.com", "a".repeat(64), "b".repeat(63) + "." + &"c".repeat(63) + "." + &"d".repeat(60));
+    assert!(too_long.len() > 254);
+    for email in [
+        "",
+        "   ",
+        "plainaddress",
+        "two@@example.com",
+        "dot..dot@example.com",
+        "user@localhost",
+        "user@exa_mple.com",
+        "sp ace@example.com",
+        "zero\u{200B}width@example.com",
+        "bidi\u{202E}moc.elpmaxe@example.com",
+        "bell\u{7}@example.com",
+        too_long.as_str(),
+    ] {
+        let status = app.signup(email, PASSWORD, "bob").await.expect_err(email);
+        let violations = violations(&status);
+        assert_eq!(violations.keys().collect::<Vec<_>>(), ["email"], "{email:?}");
+    }
+    assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 0);
+}
+
+async fn each_username_rule_is_enforced(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let too_long = "é".repeat(65);
+    for username in ["", " \t ", "tab\tinside", "nul\0", too_long.as_str()] {
+        let status = app
+            .signup("bob@example.com", PASSWORD, username)
+            .await
+            .expect_err(username);
+        assert_eq!(violations(&status).keys().collect::<Vec<_>>(), ["username"]);
+    }
+    let longest = "é".repeat(64);
+    app.signup("bob@example.com", PASSWORD, &longest)
+        .await
+        .expect("64 characters is allowed");
+}
+
+async fn each_password_rule_is_enforced(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let seventy_three = "a".repeat(73);
+    // 37 two-byte characters: few characters, too many bytes.
+    let wide = "é".repeat(37);
+    for password in ["", "seven77", "ééééééé", "eight\0ch", seventy_three.as_str(), wide.as_str()] {
+        let status = app
+            .signup("carol@example.com", password, "carol")
+            .await
+            .expect_err(password);
+        assert_eq!(violations(&status).keys().collect::<Vec<_>>(), ["password"]);
+    }
+    let seventy_two = "a".repeat(72);
+    app.signup("carol@example.com", &seventy_two, "carol")
+        .await
+        .expect("72 bytes is allowed");
+    // Passwords are never truncated: 73 bytes sharing the first 72 must not
+    // log in; it is refused before bcrypt could be fooled.
+    let status = app
+        .login("carol@example.com", &seventy_three)
+        .await
+        .expect_err("longer password");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let eight = "ééééééé\u{1F600}";
+    app.signup("dave@example.com", eight, "dave")
+        .await
+        .expect("8 characters counted as code points");
+}
+
+async fn password_minimum_can_be_raised(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--password-min-length", "12"]).await;
+    let status = app
+        .signup("erin@example.com", "elevenchars", "erin")
+        .await
+        .expect_err("below the raised minimum");
+    assert_eq!(violations(&status).keys().collect::<Vec<_>>(), ["password"]);
+    app.signup("erin@example.com", "twelve chars", "erin")
+        .await
+        .expect("at the minimum");
+}
+
+async fn validation_comes_before_the_database(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup("frank@example.com", PASSWORD, "frank").await.expect("signup");
+    // The email is taken, but the bad password is reported first: nothing
+    // reached the database.
+    let status = app
+        .signup("frank@example.com", "short", "frank")
+        .await
+        .expect_err("invalid");
+    assert_eq!(violations(&status).keys().collect::<Vec<_>>(), ["password"]);
+}
+
+async fn an_email_is_taken_in_any_case_variant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signup("grace@example.com", PASSWORD, "grace").await.expect("signup");
+    for variant in ["grace@example.com", "GRACE@EXAMPLE.COM", " Grace@Example.Com ", "ｇrace@example.com"] {
+        let status = app
+            .signup(variant, PASSWORD, "other")
+            .await
+            .expect_err(variant);
+        assert_eq!(status.code(), Code::AlreadyExists, "{variant}: {status:?}");
+    }
+    assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 1);
+}
+
+async fn concurrent_duplicate_signups_create_one_user(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let client = app.client().await;
+    let calls = (0..50).map(|i| {
+        let mut client = client.clone();
+        let email = if i % 2 == 0 { "heidi@example.com" } else { "HEIDI@example.com" };
+        async move {
+            client
+                .signup(authd::api::proto::SignupRequest {
+                    email: email.into(),
+                    password: PASSWORD.into(),
+                    username: format!("heidi {i}"),
+                })
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let exists = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::AlreadyExists))
+        .count();
+    assert_eq!((ok, exists), (1, 49), "{results:?}");
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) AS n FROM users WHERE email = 'heidi@example.com'")
+            .await,
+        1
+    );
+}
