@@ -104,6 +104,12 @@ pub struct Settings {
           global = true)]
     pub reflection: bool,
 
+    /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before
+    /// they are dropped.
+    #[arg(long, env = "AUTHD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration,
+          global = true)]
+    pub shutdown_grace: Duration,
+
     /// Log line format. Verbosity comes from RUST_LOG (default "info").
     #[arg(long, env = "AUTHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
           global = true)]
@@ -155,6 +161,7 @@ pub struct Config {
     pub password_min_length: usize,
     pub signing_key_file: Option<PathBuf>,
     pub reflection: bool,
+    pub shutdown_grace: Duration,
     pub log_format: LogFormat,
 }
 
@@ -176,6 +183,7 @@ impl TryFrom<Settings> for Config {
             password_min_length: usize::from(settings.password_min_length),
             signing_key_file: settings.signing_key_file,
             reflection: settings.reflection,
+            shutdown_grace: settings.shutdown_grace,
             log_format: settings.log_format,
         })
     }

@@ -39,6 +39,10 @@ use crate::{
 /// is decoded.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// hyper's 16 KiB default would answer an oversized `authorization` with a
+/// bare HTTP/2 error; with room for a 1 MiB credential the bearer layer sees
+/// it and refuses it with the same UNAUTHENTICATED as any other bad token.
+const MAX_HEADER_LIST_BYTES: u32 = 2 * 1024 * 1024;
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A fully built service, bound to its port but not yet serving.
@@ -48,6 +52,7 @@ pub struct Application {
     tokens: Arc<Tokens>,
     api: AuthApi,
     reflection: bool,
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -74,6 +79,7 @@ impl Application {
             tokens,
             api: AuthApi::new(accounts, config.password_min_length),
             reflection: config.reflection,
+            shutdown_grace: config.shutdown_grace,
         })
     }
 
@@ -105,23 +111,40 @@ impl Application {
             (None, None)
         };
 
+        let (began_stopping, stopping_began) = tokio::sync::oneshot::channel();
         let stopping = async {
             shutdown.await;
             watcher.abort();
             set_health(&reporter, ServingStatus::NotServing).await;
             tracing::info!("shutting down: finishing in-flight calls");
+            let _ = began_stopping.send(());
         };
         tracing::info!(address = %self.listener.local_addr()?, "authd serving gRPC");
-        Server::builder()
+        let serve = Server::builder()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .layer(AccessLogLayer)
             .add_service(health)
             .add_service(auth)
             .add_optional_service(reflection_v1)
             .add_optional_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping)
-            .await
-            .context("gRPC server failed")
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping);
+        // Streams such as a load balancer's health watch never end by
+        // themselves, so waiting for in-flight calls is bounded.
+        let grace_over = async {
+            if stopping_began.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(self.shutdown_grace).await;
+        };
+        tokio::select! {
+            biased;
+            served = serve => served.context("gRPC server failed"),
+            () = grace_over => {
+                tracing::warn!("shutdown grace period over: dropping the calls still open");
+                Ok(())
+            }
+        }
     }
 }
 

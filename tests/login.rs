@@ -19,8 +19,14 @@ fn decode_part(part: &str) -> Value {
 
 async fn login_issues_a_bearer_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let user = app.signup("ivan@example.com", PASSWORD, "ivan").await.expect("signup");
-    let login = app.login("ivan@example.com", PASSWORD).await.expect("login");
+    let user = app
+        .signup("ivan@example.com", PASSWORD, "ivan")
+        .await
+        .expect("signup");
+    let login = app
+        .login("ivan@example.com", PASSWORD)
+        .await
+        .expect("login");
     assert_eq!(login.token_type, "Bearer");
     assert_eq!(login.expires_in, 15 * 60, "default lifetime is 15 minutes");
     let me = app.get_me(&login.access_token).await.expect("get_me");
@@ -28,7 +34,11 @@ async fn login_issues_a_bearer_token(backend: Backend) {
 }
 
 async fn the_token_has_the_access_token_shape(backend: Backend) {
-    let app = TestApp::spawn_with(backend, &["--issuer", "https://auth.test", "--audience", "api"]).await;
+    let app = TestApp::spawn_with(
+        backend,
+        &["--issuer", "https://auth.test", "--audience", "api"],
+    )
+    .await;
     let (user, token) = app.user_with_token("judy@example.com").await;
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3);
@@ -46,15 +56,27 @@ async fn the_token_has_the_access_token_shape(backend: Backend) {
     assert!(claims["jti"].as_str().is_some_and(|jti| jti.len() == 36));
     let mut names: Vec<&String> = claims.as_object().expect("object").keys().collect();
     names.sort();
-    assert_eq!(names, ["aud", "exp", "iat", "iss", "jti", "nbf", "sub"], "no personal data");
+    assert_eq!(
+        names,
+        ["aud", "exp", "iat", "iss", "jti", "nbf", "sub"],
+        "no personal data"
+    );
     assert!(!parts[1].is_empty() && !token.contains("judy"));
 }
 
 async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.signup("kim@example.com", PASSWORD, "kim").await.expect("signup");
-    let wrong = app.login("kim@example.com", "wrong password").await.expect_err("wrong");
-    let unknown = app.login("nobody@example.com", PASSWORD).await.expect_err("unknown");
+    app.signup("kim@example.com", PASSWORD, "kim")
+        .await
+        .expect("signup");
+    let wrong = app
+        .login("kim@example.com", "wrong password")
+        .await
+        .expect_err("wrong");
+    let unknown = app
+        .login("nobody@example.com", PASSWORD)
+        .await
+        .expect_err("unknown");
     assert_eq!(wrong.code(), Code::Unauthenticated);
     assert_eq!(
         (wrong.code(), wrong.message(), wrong.details()),
@@ -65,17 +87,24 @@ async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
 
 async fn login_accepts_any_case_variant_of_the_email(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.signup("Leo@Example.com", PASSWORD, "leo").await.expect("signup");
+    app.signup("Leo@Example.com", PASSWORD, "leo")
+        .await
+        .expect("signup");
     for variant in ["leo@example.com", " LEO@EXAMPLE.COM", "ｌeo@example.com"] {
         app.login(variant, PASSWORD).await.expect(variant);
     }
-    let status = app.login("leo@example.com", "Correct horse battery").await.expect_err("case matters in passwords");
+    let status = app
+        .login("leo@example.com", "Correct horse battery")
+        .await
+        .expect_err("case matters in passwords");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
 async fn the_token_lifetime_is_configurable(backend: Backend) {
     let app = TestApp::spawn_with(backend, &["--token-ttl", "90s"]).await;
-    app.signup("mia@example.com", PASSWORD, "mia").await.expect("signup");
+    app.signup("mia@example.com", PASSWORD, "mia")
+        .await
+        .expect("signup");
     let login = app.login("mia@example.com", PASSWORD).await.expect("login");
     assert_eq!(login.expires_in, 90);
 }

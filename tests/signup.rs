@@ -49,12 +49,18 @@ async fn signup_returns_the_normalized_user(backend: Backend) {
         .db
         .count("SELECT COUNT(*) AS n FROM users WHERE password_hash LIKE '$2b$04$%'")
         .await;
-    assert_eq!(hash, 1, "the password is stored as a bcrypt hash at the configured cost");
+    assert_eq!(
+        hash, 1,
+        "the password is stored as a bcrypt hash at the configured cost"
+    );
 }
 
 async fn every_bad_field_is_named(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let status = app.signup("not-an-email", "short", "").await.expect_err("invalid");
+    let status = app
+        .signup("not-an-email", "short", "")
+        .await
+        .expect_err("invalid");
     let fields: Vec<String> = violations(&status).into_keys().collect();
     assert_eq!(fields, ["email", "password", "username"]);
     for field in ["email", "password", "username"] {
@@ -64,7 +70,11 @@ async fn every_bad_field_is_named(backend: Backend) {
 
 async fn each_email_rule_is_enforced(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let too_long = format!("{}@{}.example.com", "a".repeat(64), "b".repeat(63) + "." + &"c".repeat(63) + "." + &"d".repeat(60));
+    let too_long = format!(
+        "{}@{}.example.com",
+        "a".repeat(64),
+        "b".repeat(63) + "." + &"c".repeat(63) + "." + &"d".repeat(60)
+    );
     assert!(too_long.len() > 254);
     for email in [
         "",
@@ -82,7 +92,11 @@ async fn each_email_rule_is_enforced(backend: Backend) {
     ] {
         let status = app.signup(email, PASSWORD, "bob").await.expect_err(email);
         let violations = violations(&status);
-        assert_eq!(violations.keys().collect::<Vec<_>>(), ["email"], "{email:?}");
+        assert_eq!(
+            violations.keys().collect::<Vec<_>>(),
+            ["email"],
+            "{email:?}"
+        );
     }
     assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 0);
 }
@@ -108,7 +122,14 @@ async fn each_password_rule_is_enforced(backend: Backend) {
     let seventy_three = "a".repeat(73);
     // 37 two-byte characters: few characters, too many bytes.
     let wide = "é".repeat(37);
-    for password in ["", "seven77", "ééééééé", "eight\0ch", seventy_three.as_str(), wide.as_str()] {
+    for password in [
+        "",
+        "seven77",
+        "ééééééé",
+        "eight\0ch",
+        seventy_three.as_str(),
+        wide.as_str(),
+    ] {
         let status = app
             .signup("carol@example.com", password, "carol")
             .await
@@ -146,7 +167,9 @@ async fn password_minimum_can_be_raised(backend: Backend) {
 
 async fn validation_comes_before_the_database(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.signup("frank@example.com", PASSWORD, "frank").await.expect("signup");
+    app.signup("frank@example.com", PASSWORD, "frank")
+        .await
+        .expect("signup");
     // The email is taken, but the bad password is reported first: nothing
     // reached the database.
     let status = app
@@ -158,8 +181,15 @@ async fn validation_comes_before_the_database(backend: Backend) {
 
 async fn an_email_is_taken_in_any_case_variant(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    app.signup("grace@example.com", PASSWORD, "grace").await.expect("signup");
-    for variant in ["grace@example.com", "GRACE@EXAMPLE.COM", " Grace@Example.Com ", "ｇrace@example.com"] {
+    app.signup("grace@example.com", PASSWORD, "grace")
+        .await
+        .expect("signup");
+    for variant in [
+        "grace@example.com",
+        "GRACE@EXAMPLE.COM",
+        " Grace@Example.Com ",
+        "ｇrace@example.com",
+    ] {
         let status = app
             .signup(variant, PASSWORD, "other")
             .await
@@ -174,7 +204,11 @@ async fn concurrent_duplicate_signups_create_one_user(backend: Backend) {
     let client = app.client().await;
     let calls = (0..50).map(|i| {
         let mut client = client.clone();
-        let email = if i % 2 == 0 { "heidi@example.com" } else { "HEIDI@example.com" };
+        let email = if i % 2 == 0 {
+            "heidi@example.com"
+        } else {
+            "HEIDI@example.com"
+        };
         async move {
             client
                 .signup(authd::api::proto::SignupRequest {

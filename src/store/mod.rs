@@ -121,11 +121,21 @@ impl Database {
                 outcome
             }
             Self::Sqlite(pool) => {
-                let conn = pool.get().await.map_err(pool_error)?;
-                AsyncMigrationHarness::new(conn)
-                    .run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map(drop)
-                    .map_err(|e| Error::internal(e.to_string()))
+                let mut conn = pool.get().await.map_err(pool_error)?;
+                // SQLite has no advisory locks: one IMMEDIATE transaction
+                // holds the write lock from reading the applied versions to
+                // the last migration, so a second process waits, then finds
+                // nothing pending.
+                conn.spawn_blocking(|sqlite| {
+                    sqlite.immediate_transaction(|sqlite| {
+                        sqlite
+                            .run_pending_migrations(SQLITE_MIGRATIONS)
+                            .map(drop)
+                            .map_err(QueryError::QueryBuilderError)
+                    })
+                })
+                .await
+                .map_err(query_error)
             }
         }
     }
@@ -160,8 +170,9 @@ async fn establish_sqlite(path: String) -> ConnectionResult<SqliteAsync> {
     tokio::task::spawn_blocking(move || {
         let mut conn = SqliteConnection::establish(&path)?;
         conn.batch_execute(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA busy_timeout = 5000;
+            // busy_timeout first: switching to WAL itself may wait for a lock.
+            "PRAGMA busy_timeout = 5000;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;",
         )

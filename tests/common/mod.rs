@@ -1,6 +1,6 @@
 //! Test harness: the real server on 127.0.0.1:0, called through the generated
 //! client, on a fresh SQLite file or a fresh PostgreSQL database per test.
-#![allow(dead_code)] // each test binary uses its own subset of the helpers
+#![allow(dead_code, unused_macros, unused_imports)] // each test binary uses a subset
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -85,12 +85,10 @@ impl TestDb {
             },
             Backend::Postgres => {
                 let name = format!("authd_test_{}", uuid::Uuid::now_v7().simple());
-                let mut admin = AsyncPgConnection::establish(&format!(
-                    "{}/postgres",
-                    postgres_server_url()
-                ))
-                .await
-                .expect("PostgreSQL must be reachable for the PostgreSQL tests");
+                let mut admin =
+                    AsyncPgConnection::establish(&format!("{}/postgres", postgres_server_url()))
+                        .await
+                        .expect("PostgreSQL must be reachable for the PostgreSQL tests");
                 diesel::sql_query(format!("CREATE DATABASE {name}"))
                     .execute(&mut admin)
                     .await
@@ -111,7 +109,9 @@ impl TestDb {
     /// Runs one SQL statement directly, bypassing the service.
     pub async fn execute(&self, sql: &str) {
         if self.postgres_name.is_some() {
-            let mut conn = AsyncPgConnection::establish(&self.url).await.expect("connect");
+            let mut conn = AsyncPgConnection::establish(&self.url)
+                .await
+                .expect("connect");
             diesel::sql_query(sql).execute(&mut conn).await.expect(sql);
         } else {
             let mut conn = self.sqlite().await;
@@ -122,7 +122,9 @@ impl TestDb {
     /// Counts rows with a `SELECT COUNT(*) AS n …` statement.
     pub async fn count(&self, sql: &str) -> i64 {
         let rows: Vec<Count> = if self.postgres_name.is_some() {
-            let mut conn = AsyncPgConnection::establish(&self.url).await.expect("connect");
+            let mut conn = AsyncPgConnection::establish(&self.url)
+                .await
+                .expect("connect");
             diesel::sql_query(sql).load(&mut conn).await.expect(sql)
         } else {
             let mut conn = self.sqlite().await;
@@ -133,7 +135,9 @@ impl TestDb {
 
     async fn sqlite(&self) -> SyncConnectionWrapper<SqliteConnection> {
         let path = self.url.trim_start_matches("sqlite://");
-        SyncConnectionWrapper::establish(path).await.expect("open sqlite")
+        SyncConnectionWrapper::establish(path)
+            .await
+            .expect("open sqlite")
     }
 }
 
@@ -152,11 +156,10 @@ impl Drop for TestDb {
                 .expect("runtime");
             runtime.block_on(async {
                 if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
-                    let _ = diesel::sql_query(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    ))
-                    .execute(&mut admin)
-                    .await;
+                    let _ =
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
                 }
             });
         });
@@ -237,7 +240,12 @@ impl TestApp {
         AuthServiceClient::new(self.channel().await)
     }
 
-    pub async fn signup(&self, email: &str, password: &str, username: &str) -> Result<User, Status> {
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        username: &str,
+    ) -> Result<User, Status> {
         let response = self
             .client()
             .await
@@ -264,8 +272,15 @@ impl TestApp {
 
     /// Signs a user up and logs in, returning the user and its access token.
     pub async fn user_with_token(&self, email: &str) -> (User, String) {
-        let user = self.signup(email, PASSWORD, "tester").await.expect("signup");
-        let token = self.login(email, PASSWORD).await.expect("login").access_token;
+        let user = self
+            .signup(email, PASSWORD, "tester")
+            .await
+            .expect("signup");
+        let token = self
+            .login(email, PASSWORD)
+            .await
+            .expect("login")
+            .access_token;
         (user, token)
     }
 

@@ -1,0 +1,242 @@
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use authd::{Application, api::proto::SignupRequest};
+use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests};
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::{v1, v1alpha};
+
+backend_tests!(
+    reflection_lists_the_service_in_v1_and_v1alpha,
+    reflection_can_be_switched_off,
+    health_reports_serving,
+    a_restart_keeps_the_signing_key,
+    replicas_on_one_database_share_the_signing_key,
+    oversized_requests_are_refused,
+    shutdown_turns_health_not_serving_and_lets_calls_finish,
+);
+
+async fn v1_services(app: &TestApp) -> Result<Vec<String>, tonic::Status> {
+    use v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await?
+        .into_inner();
+    let response = responses.next().await.expect("one response")?;
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    Ok(list.service.into_iter().map(|s| s.name).collect())
+}
+
+async fn v1alpha_services(app: &TestApp) -> Vec<String> {
+    use v1alpha::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    let response = responses.next().await.expect("one response").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+async fn reflection_lists_the_service_in_v1_and_v1alpha(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let v1 = v1_services(&app).await.expect("v1 reflection");
+    let v1alpha = v1alpha_services(&app).await;
+    for services in [&v1, &v1alpha] {
+        assert!(
+            services.iter().any(|s| s == "auth.v1.AuthService"),
+            "{services:?}"
+        );
+        assert!(
+            services.iter().any(|s| s == "grpc.health.v1.Health"),
+            "{services:?}"
+        );
+    }
+}
+
+async fn reflection_can_be_switched_off(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--reflection", "false"]).await;
+    let status = v1_services(&app).await.expect_err("reflection is off");
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+async fn health_check(app: &TestApp, service: &str) -> Result<ServingStatus, tonic::Status> {
+    let response = HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+async fn health_reports_serving(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for service in ["", "auth.v1.AuthService"] {
+        assert_eq!(
+            health_check(&app, service).await.expect(service),
+            ServingStatus::Serving
+        );
+    }
+    let unknown = health_check(&app, "no.such.Service")
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+async fn a_restart_keeps_the_signing_key(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    let first = TestApp::spawn_on(Arc::clone(&db), &[]).await;
+    let (user, token) = first.user_with_token("rita@example.com").await;
+    first.stop().await;
+
+    let second = TestApp::spawn_on(db, &[]).await;
+    let me = second
+        .get_me(&token)
+        .await
+        .expect("a token from before the restart");
+    assert_eq!(me.id, user.id);
+    let again = second
+        .login("rita@example.com", PASSWORD)
+        .await
+        .expect("login");
+    let kid = |token: &str| jsonwebtoken::decode_header(token).expect("header").kid;
+    assert_eq!(kid(&token), kid(&again.access_token));
+}
+
+async fn replicas_on_one_database_share_the_signing_key(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    // Both start at once: they race to migrate and to create the first key.
+    let (a, b) = tokio::join!(
+        TestApp::spawn_on(Arc::clone(&db), &[]),
+        TestApp::spawn_on(Arc::clone(&db), &[]),
+    );
+    let (user, token_from_a) = a.user_with_token("sam@example.com").await;
+    assert_eq!(
+        b.get_me(&token_from_a).await.expect("b verifies a").id,
+        user.id
+    );
+    let token_from_b = b
+        .login("sam@example.com", PASSWORD)
+        .await
+        .expect("login")
+        .access_token;
+    assert_eq!(
+        a.get_me(&token_from_b).await.expect("a verifies b").id,
+        user.id
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM signing_keys").await,
+        1,
+        "only one key is kept"
+    );
+}
+
+async fn oversized_requests_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let status = app
+        .client()
+        .await
+        .signup(SignupRequest {
+            email: "tia@example.com".into(),
+            password: PASSWORD.into(),
+            username: "t".repeat(17 * 1024),
+        })
+        .await
+        .expect_err("over 16 KiB");
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 0);
+}
+
+async fn shutdown_turns_health_not_serving_and_lets_calls_finish(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut health = HealthClient::new(app.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("a status").expect("ok");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let stopped = tokio::spawn(app.stop());
+    // The watch is an in-flight call: it keeps being served after the signal
+    // and reports the change.
+    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("a status change")
+        .expect("stream open")
+        .expect("ok");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    drop(watch);
+    stopped.await.expect("stopped cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_stops_startup_without_leaking_the_password() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = common::config(&db, &[]).expect("config");
+    config.database_url =
+        authd::config::DatabaseUrl::parse("postgres://postgres:s3cret@127.0.0.1:1/authd")
+            .expect("url");
+    let error = Application::build(&config)
+        .await
+        .err()
+        .expect("no database");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("cannot connect to the database"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_postgres_database_gives_unavailable() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.signup("uma@example.com", PASSWORD, "uma")
+        .await
+        .expect("signup");
+    let name = app.db.url.rsplit('/').next().expect("name").to_owned();
+    let admin = TestDb::new(Backend::Postgres).await;
+    admin
+        .execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await;
+    let status = app
+        .login("uma@example.com", PASSWORD)
+        .await
+        .expect_err("database gone");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        !status.message().to_lowercase().contains("database \""),
+        "{}",
+        status.message()
+    );
+}
