@@ -1,6 +1,8 @@
 //! Values that have passed validation. Each newtype can only be built by its
 //! `parse`, so a `User` or `NewUser` never holds an invalid field.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
@@ -136,15 +138,12 @@ pub struct Password(SecretString);
 impl Password {
     /// A new password must meet the length policy (`min_chars` code points,
     /// never below [`PASSWORD_MIN_CHARS`]) and be storable by bcrypt.
-    pub fn parse_new(raw: String, min_chars: usize) -> Result<Self, &'static str> {
-        if raw.chars().count() < min_chars.max(PASSWORD_MIN_CHARS) {
-            return Err(if min_chars > PASSWORD_MIN_CHARS {
-                "is shorter than the server's minimum length"
-            } else {
-                "must be at least 8 characters"
-            });
+    pub fn parse_new(raw: String, min_chars: usize) -> Result<Self, Cow<'static, str>> {
+        let min_chars = min_chars.max(PASSWORD_MIN_CHARS);
+        if raw.chars().count() < min_chars {
+            return Err(format!("must be at least {min_chars} characters").into());
         }
-        Self::parse_existing(raw)
+        Self::parse_existing(raw).map_err(Cow::Borrowed)
     }
 
     /// A password offered at login only has to be one bcrypt can compare

@@ -2,6 +2,8 @@
 //! here, and `From<Error> for Status` is the only place that decides what a
 //! client is told.
 
+use std::borrow::Cow;
+
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -11,7 +13,7 @@ type Source = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
     pub field: &'static str,
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +72,7 @@ impl From<Error> for Status {
                     .join("; ");
                 let mut details = ErrorDetails::new();
                 for v in &violations {
-                    details.add_bad_request_violation(v.field, v.description);
+                    details.add_bad_request_violation(v.field, v.description.as_ref());
                 }
                 Status::with_error_details(
                     Code::InvalidArgument,

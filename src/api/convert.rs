@@ -1,7 +1,7 @@
 //! Every conversion between proto messages and domain values, and the
 //! redacting `Debug` of messages that carry secrets.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use secrecy::ExposeSecret;
 
@@ -19,9 +19,17 @@ use crate::{
 struct Violations(Vec<FieldViolation>);
 
 impl Violations {
-    fn check<T>(&mut self, field: &'static str, parsed: Result<T, &'static str>) -> Option<T> {
+    fn check<T, E>(&mut self, field: &'static str, parsed: Result<T, E>) -> Option<T>
+    where
+        E: Into<Cow<'static, str>>,
+    {
         parsed
-            .map_err(|description| self.0.push(FieldViolation { field, description }))
+            .map_err(|description| {
+                self.0.push(FieldViolation {
+                    field,
+                    description: description.into(),
+                })
+            })
             .ok()
     }
 }
