@@ -14,12 +14,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out_dir.join("auth_descriptor.bin"), fds.encode_to_vec())?;
 
     tonic_prost_build::configure()
-        // These messages carry passwords or tokens: `api::redact` gives them a
+        // These messages carry passwords or tokens: `api::convert` gives them a
         // Debug that cannot leak either into a log.
         .skip_debug([
             "auth.v1.SignupRequest",
             "auth.v1.LoginRequest",
             "auth.v1.LoginResponse",
+            "auth.v1.RefreshRequest",
+            "auth.v1.RefreshResponse",
+            "auth.v1.ChangePasswordRequest",
+            "auth.v1.IntrospectTokenRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

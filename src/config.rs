@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::{domain::PASSWORD_MAX_BYTES, store::PoolSettings};
+use crate::{
+    domain::PASSWORD_MAX_BYTES, keys::KeySettings, service::SessionSettings, store::PoolSettings,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +29,17 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage the signing keys kept in the database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum KeysCommand {
+    /// Store a new signing key. Every replica publishes it within one
+    /// AUTHD_KEY_REFRESH and signs with it after two; the old key keeps
+    /// verifying until its tokens have expired.
+    Rotate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +85,28 @@ pub struct Settings {
     #[arg(long, env = "AUTHD_TOKEN_TTL", default_value = "15m", value_parser = parse_token_ttl,
           global = true)]
     pub token_ttl: Duration,
+
+    /// Refresh token lifetime; each refresh starts a new one (e.g. 30d).
+    #[arg(long, env = "AUTHD_REFRESH_TTL", default_value = "30d", value_parser = parse_duration,
+          global = true)]
+    pub refresh_ttl: Duration,
+
+    /// How long after a refresh the spent refresh token still returns the
+    /// same successor instead of counting as reuse (0s to 1m).
+    #[arg(long, env = "AUTHD_REFRESH_REUSE_GRACE", default_value = "10s",
+          value_parser = parse_reuse_grace, global = true)]
+    pub refresh_reuse_grace: Duration,
+
+    /// How often each replica reloads signing keys from the database. New
+    /// keys sign two intervals after rotation; the JWKS may be cached for one.
+    #[arg(long, env = "AUTHD_KEY_REFRESH", default_value = "30s", value_parser = parse_duration,
+          global = true)]
+    pub key_refresh: Duration,
+
+    /// Rotate the signing key automatically once it is this old (e.g. 30d).
+    /// Off unless set.
+    #[arg(long, env = "AUTHD_KEY_ROTATION_PERIOD", value_parser = parse_duration, global = true)]
+    pub key_rotation_period: Option<Duration>,
 
     /// The `iss` claim of issued tokens, and the only one accepted.
     #[arg(long, env = "AUTHD_ISSUER", default_value = "authd", value_parser = parse_non_empty,
@@ -155,11 +190,12 @@ pub struct Config {
     pub database_url: DatabaseUrl,
     pub pool: PoolSettings,
     pub token_ttl: Duration,
+    pub sessions: SessionSettings,
+    pub keys: KeySettings,
     pub issuer: String,
     pub audience: String,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
-    pub signing_key_file: Option<PathBuf>,
     pub reflection: bool,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -177,11 +213,20 @@ impl TryFrom<Settings> for Config {
                 timeout: settings.db_timeout,
             },
             token_ttl: settings.token_ttl,
+            sessions: SessionSettings {
+                refresh_ttl: settings.refresh_ttl,
+                reuse_grace: settings.refresh_reuse_grace,
+            },
+            keys: KeySettings {
+                file: settings.signing_key_file,
+                refresh: settings.key_refresh,
+                rotation_period: settings.key_rotation_period,
+                token_ttl: settings.token_ttl,
+            },
             issuer: settings.issuer,
             audience: settings.audience,
             bcrypt_cost: settings.bcrypt_cost,
             password_min_length: usize::from(settings.password_min_length),
-            signing_key_file: settings.signing_key_file,
             reflection: settings.reflection,
             shutdown_grace: settings.shutdown_grace,
             log_format: settings.log_format,
@@ -190,8 +235,17 @@ impl TryFrom<Settings> for Config {
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value)
-        .map_err(|_| "expected a duration such as 500ms, 90s or 15m".to_owned())
+    match humantime::parse_duration(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err("expected a positive duration such as 500ms, 90s, 15m or 30d".to_owned()),
+    }
+}
+
+fn parse_reuse_grace(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value) {
+        Ok(grace) if grace <= Duration::from_secs(60) => Ok(grace),
+        _ => Err("expected a duration from 0s to 1m".to_owned()),
+    }
 }
 
 fn parse_token_ttl(value: &str) -> Result<Duration, String> {

@@ -37,6 +37,16 @@ pub enum Error {
     #[error("invalid access token")]
     InvalidToken,
 
+    /// `UNAUTHENTICATED`: the refresh token is unknown, expired, revoked or
+    /// reused. One variant, so the reasons cannot be told apart.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+
+    /// `UNAUTHENTICATED`: the current password given to ChangePassword is
+    /// wrong.
+    #[error("wrong current password")]
+    WrongPassword,
+
     /// `UNAVAILABLE`: the database cannot be reached or no connection came
     /// free in time. Worth a retry.
     #[error("database unavailable: {0}")]
@@ -83,6 +93,8 @@ impl From<Error> for Status {
             Error::EmailTaken => Status::already_exists("a user with this email already exists"),
             Error::InvalidCredentials => Status::unauthenticated(INVALID_CREDENTIALS),
             Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
+            Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
+            Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
             Error::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 Status::unavailable("service temporarily unavailable, retry later")

@@ -7,8 +7,10 @@ pub mod api;
 pub mod config;
 pub mod domain;
 mod error;
+pub mod keys;
 pub mod password;
 pub mod service;
+pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod token;
@@ -18,7 +20,7 @@ use std::{future::Future, net::SocketAddr, num::NonZero, sync::Arc, time::Durati
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::{service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
 
@@ -27,8 +29,10 @@ pub use error::{Error, FieldViolation};
 use crate::{
     api::{
         AccessLogLayer, AuthApi, BearerAuthLayer, proto::auth_service_server::AuthServiceServer,
+        well_known,
     },
     config::Config,
+    keys::KeySettings,
     password::Hasher,
     service::Accounts,
     store::Database,
@@ -53,6 +57,7 @@ pub struct Application {
     api: AuthApi,
     reflection: bool,
     shutdown_grace: Duration,
+    keys: KeySettings,
 }
 
 impl Application {
@@ -60,16 +65,21 @@ impl Application {
     /// the listener. Every failure here is a startup error with context.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let database = connect_and_migrate(config).await?;
-        let key = token::load_signing_key(&database, config.signing_key_file.as_deref()).await?;
+        let keyring = keys::load(&database, &config.keys).await?;
         let tokens = Arc::new(Tokens::new(
-            key,
+            keyring,
             config.issuer.clone(),
             config.audience.clone(),
             config.token_ttl,
         ));
         let cores = std::thread::available_parallelism().map_or(1, NonZero::get);
         let hasher = Hasher::new(config.bcrypt_cost, cores).await?;
-        let accounts = Accounts::new(database.clone(), hasher, Arc::clone(&tokens));
+        let accounts = Accounts::new(
+            database.clone(),
+            hasher,
+            Arc::clone(&tokens),
+            config.sessions,
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on AUTHD_LISTEN={}", config.listen))?;
@@ -80,6 +90,7 @@ impl Application {
             api: AuthApi::new(accounts, config.password_min_length),
             reflection: config.reflection,
             shutdown_grace: config.shutdown_grace,
+            keys: config.keys.clone(),
         })
     }
 
@@ -92,42 +103,53 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let (reporter, health) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::Serving).await;
-        let watcher = tokio::spawn(watch_database(self.database, reporter.clone()));
+        let watcher = tokio::spawn(watch_database(self.database.clone(), reporter.clone()));
+        let key_refresher = tokio::spawn(keys::keep_fresh(
+            self.database,
+            Arc::clone(&self.tokens),
+            self.keys.clone(),
+        ));
 
-        let auth = ServiceBuilder::new()
-            .layer(BearerAuthLayer::new(self.tokens))
-            .service(AuthServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES));
-        let (reflection_v1, reflection_v1alpha) = if self.reflection {
+        let mut routes = Routes::builder();
+        routes.add_service(health).add_service(
+            ServiceBuilder::new()
+                .layer(BearerAuthLayer::new(Arc::clone(&self.tokens)))
+                .service(
+                    AuthServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
+                ),
+        );
+        if self.reflection {
             let builder = || {
                 tonic_reflection::server::Builder::configure()
                     .register_encoded_file_descriptor_set(api::proto::FILE_DESCRIPTOR_SET)
                     .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             };
-            (
-                Some(builder().build_v1()?),
-                Some(builder().build_v1alpha()?),
-            )
-        } else {
-            (None, None)
-        };
+            routes
+                .add_service(builder().build_v1()?)
+                .add_service(builder().build_v1alpha()?);
+        }
+        let routes = routes
+            .routes()
+            .into_axum_router()
+            .merge(well_known::router(self.tokens, self.keys.refresh));
 
         let (began_stopping, stopping_began) = tokio::sync::oneshot::channel();
         let stopping = async {
             shutdown.await;
             watcher.abort();
+            key_refresher.abort();
             set_health(&reporter, ServingStatus::NotServing).await;
             tracing::info!("shutting down: finishing in-flight calls");
             let _ = began_stopping.send(());
         };
         tracing::info!(address = %self.listener.local_addr()?, "authd serving gRPC");
         let serve = Server::builder()
+            // HTTP/1.1 too, so plain HTTP clients can fetch the JWKS.
+            .accept_http1(true)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .layer(AccessLogLayer)
-            .add_service(health)
-            .add_service(auth)
-            .add_optional_service(reflection_v1)
-            .add_optional_service(reflection_v1alpha)
+            .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping);
         // Streams such as a load balancer's health watch never end by
         // themselves, so waiting for in-flight calls is bounded.
@@ -151,6 +173,13 @@ impl Application {
 /// `authd migrate`: apply pending migrations and stop.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     connect_and_migrate(config).await.map(drop)
+}
+
+/// `authd keys rotate`: store the next signing key and stop.
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<keys::Rotated> {
+    let database = connect_and_migrate(config).await?;
+    keys::load(&database, &config.keys).await?;
+    keys::rotate(&database, &config.keys).await
 }
 
 async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use authd::{
     Application,
-    config::{Cli, Command, Config},
+    config::{Cli, Command, Config, KeysCommand},
     telemetry,
 };
 use clap::Parser;
@@ -25,6 +25,14 @@ async fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Command::Migrate => authd::migrate(&config).await,
+        Command::Keys(KeysCommand::Rotate) => authd::rotate_keys(&config).await.map(|rotated| {
+            println!(
+                "stored signing key {} (generation {}); it signs from {}",
+                rotated.kid,
+                rotated.generation,
+                rotated.activates_at.to_rfc3339()
+            );
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

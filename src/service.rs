@@ -1,27 +1,54 @@
-//! The core of authd: what Signup, Login and GetMe mean, independent of gRPC.
-//! Inputs are already-validated domain values; outputs are domain values or
-//! an [`Error`].
+//! The core of authd: what each RPC means, independent of gRPC. Inputs are
+//! already-validated domain values; outputs are domain values or an
+//! [`Error`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
 
 use crate::{
     Error,
-    domain::{Credentials, NewUser, User},
-    password::Hasher,
-    store::{Database, NewUserRecord},
+    domain::{Credentials, NewUser, Password, User},
+    password::{Hasher, PasswordHash},
+    session::RefreshToken,
+    store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation},
     token::{AccessToken, Claims, Tokens},
 };
+
+/// How long refresh tokens live and how reuse is judged.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    pub refresh_ttl: Duration,
+    pub reuse_grace: Duration,
+}
+
+/// The tokens of a session: what Login and Refresh hand out.
+pub struct SessionTokens {
+    pub access: AccessToken,
+    pub refresh: RefreshToken,
+}
 
 #[derive(Clone)]
 pub struct Accounts {
     db: Database,
     hasher: Hasher,
     tokens: Arc<Tokens>,
+    sessions: SessionSettings,
 }
 
 impl Accounts {
-    pub fn new(db: Database, hasher: Hasher, tokens: Arc<Tokens>) -> Self {
-        Self { db, hasher, tokens }
+    pub fn new(
+        db: Database,
+        hasher: Hasher,
+        tokens: Arc<Tokens>,
+        sessions: SessionSettings,
+    ) -> Self {
+        Self {
+            db,
+            hasher,
+            tokens,
+            sessions,
+        }
     }
 
     /// Hashes first, then inserts: no connection is held during bcrypt, and
@@ -38,8 +65,8 @@ impl Accounts {
     }
 
     /// Unknown email and wrong password take the same path through one
-    /// bcrypt verify and end in the same error.
-    pub async fn login(&self, credentials: Credentials) -> Result<AccessToken, Error> {
+    /// bcrypt verify and end in the same error. Success starts a session.
+    pub async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
         let (user, hash) = self
             .db
             .find_user_by_email(&credentials.email)
@@ -49,18 +76,125 @@ impl Accounts {
             .hasher
             .verify(&credentials.password, hash.as_ref())
             .await?;
-        match user {
-            Some(user) if verified => self.tokens.issue(user.id),
-            _ => Err(Error::InvalidCredentials),
+        let user = match user {
+            Some(user) if verified => user,
+            _ => return Err(Error::InvalidCredentials),
+        };
+        let refresh = RefreshToken::generate()?;
+        let session_id = self
+            .db
+            .create_session(user.id, self.refresh_record(&refresh.hash())?)
+            .await?;
+        Ok(SessionTokens {
+            access: self.tokens.issue(user.id, session_id)?,
+            refresh,
+        })
+    }
+
+    /// Spends a refresh token for the session's next tokens; see
+    /// [`Database::rotate_refresh_token`] for the concurrency rules.
+    pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, Error> {
+        let presented = RefreshToken::parse(presented).ok_or(Error::InvalidRefreshToken)?;
+        let successor = RefreshToken::generate()?;
+        let rotation = self
+            .db
+            .rotate_refresh_token(
+                &presented.hash(),
+                self.refresh_record(&successor.hash())?,
+                &presented.seal(&successor),
+                self.sessions.reuse_grace,
+            )
+            .await?;
+        let (user_id, session_id, refresh) = match rotation {
+            Rotation::Rotated {
+                session_id,
+                user_id,
+            } => (user_id, session_id, successor),
+            Rotation::Replayed {
+                session_id,
+                user_id,
+                successor_sealed,
+            } => {
+                let replayed = presented
+                    .unseal(&successor_sealed)
+                    .ok_or_else(|| Error::internal("a stored successor does not unseal"))?;
+                (user_id, session_id, replayed)
+            }
+            Rotation::Reused => {
+                tracing::warn!("refresh token reused: session revoked");
+                return Err(Error::InvalidRefreshToken);
+            }
+            Rotation::Rejected => return Err(Error::InvalidRefreshToken),
+        };
+        Ok(SessionTokens {
+            access: self.tokens.issue(user_id, session_id)?,
+            refresh,
+        })
+    }
+
+    /// The caller's profile, if the token's session is still live.
+    pub async fn me(&self, claims: &Claims) -> Result<User, Error> {
+        self.live_session_user(claims).await.map(|(user, _)| user)
+    }
+
+    pub async fn logout(&self, claims: &Claims, all_sessions: bool) -> Result<(), Error> {
+        let (user, _) = self.live_session_user(claims).await?;
+        let scope = if all_sessions {
+            Revoke::AllOf {
+                user_id: user.id,
+                keep: None,
+            }
+        } else {
+            Revoke::Session(claims.session_id()?)
+        };
+        self.db.revoke_sessions(scope).await
+    }
+
+    /// Checks the current password, stores the new one and ends every other
+    /// session of the user, so a thief's sessions die with the old password.
+    pub async fn change_password(
+        &self,
+        claims: &Claims,
+        current: Password,
+        new: Password,
+    ) -> Result<(), Error> {
+        let (user, hash) = self.live_session_user(claims).await?;
+        if !self.hasher.verify(&current, Some(&hash)).await? {
+            return Err(Error::WrongPassword);
+        }
+        let new_hash = self.hasher.hash(&new).await?;
+        self.db
+            .change_password(user.id, claims.session_id()?, &new_hash)
+            .await
+    }
+
+    /// A token's claims if it is active right now: valid and its session
+    /// live. Anything else is simply inactive.
+    pub async fn introspect(&self, token: &str) -> Result<Option<Claims>, Error> {
+        let Ok(claims) = self.tokens.verify(token) else {
+            return Ok(None);
+        };
+        match self.live_session_user(&claims).await {
+            Ok(_) => Ok(Some(claims)),
+            Err(Error::InvalidToken) => Ok(None),
+            Err(error) => Err(error),
         }
     }
 
-    /// The token was verified by the transport layer; this only checks that
-    /// its user still exists.
-    pub async fn me(&self, claims: &Claims) -> Result<User, Error> {
+    /// The token's signature was checked at the edge; its session can only be
+    /// checked here, against the database, so revocation takes effect at once.
+    async fn live_session_user(&self, claims: &Claims) -> Result<(User, PasswordHash), Error> {
         self.db
-            .find_user_by_id(claims.user_id()?)
+            .session_user(claims.session_id()?, claims.user_id()?)
             .await?
             .ok_or(Error::InvalidToken)
+    }
+
+    fn refresh_record<'a>(&self, token_hash: &'a str) -> Result<RefreshRecord<'a>, Error> {
+        let ttl = chrono::Duration::from_std(self.sessions.refresh_ttl).map_err(Error::internal)?;
+        Ok(RefreshRecord {
+            token_hash,
+            expires_at: Utc::now() + ttl,
+        })
     }
 }

@@ -3,9 +3,11 @@
 //! Verification is pure CPU work on an in-memory key, so it can run in the
 //! request path before any handler or database is involved.
 
-use std::{path::Path, time::Duration};
-
-use anyhow::Context;
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
@@ -19,12 +21,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{Error, store::Database};
+use crate::Error;
 
 pub const TOKEN_TYPE: &str = "at+jwt";
 /// Clock skew tolerated between the replica that signed and the one that
 /// verifies. Small on purpose: every second here extends a token's life.
-const LEEWAY_SECS: u64 = 10;
+pub const LEEWAY: Duration = Duration::from_secs(10);
 /// Our tokens are a few hundred bytes; anything far larger is not ours and is
 /// refused before it is base64-decoded or parsed.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -40,6 +42,8 @@ pub struct Claims {
     pub iat: i64,
     pub nbf: i64,
     pub jti: String,
+    /// The session the token belongs to; revoking it ends the token at authd.
+    pub sid: String,
 }
 
 impl Claims {
@@ -47,14 +51,18 @@ impl Claims {
     pub fn user_id(&self) -> Result<Uuid, Error> {
         Uuid::parse_str(&self.sub).map_err(|_| Error::InvalidToken)
     }
+
+    pub fn session_id(&self) -> Result<Uuid, Error> {
+        Uuid::parse_str(&self.sid).map_err(|_| Error::InvalidToken)
+    }
 }
 
 /// An Ed25519 key pair, identified by its RFC 7638 JWK thumbprint.
 pub struct KeyPair {
     kid: String,
+    x: String,
     pkcs8_pem: SecretString,
     encoding: EncodingKey,
-    decoding: DecodingKey,
 }
 
 impl KeyPair {
@@ -75,12 +83,11 @@ impl KeyPair {
         let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
             .map_err(|_| Error::internal("not a PKCS#8 PEM Ed25519 private key"))?;
-        let decoding = DecodingKey::from_ed_components(&x).map_err(Error::internal)?;
         Ok(Self {
             kid: thumbprint(&x),
+            x,
             pkcs8_pem: SecretString::from(pem.to_owned()),
             encoding,
-            decoding,
         })
     }
 
@@ -91,6 +98,94 @@ impl KeyPair {
     pub fn pkcs8_pem(&self) -> &str {
         self.pkcs8_pem.expose_secret()
     }
+
+    /// The public half, as published in the JWKS.
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            alg: "EdDSA".into(),
+            usage: "sig".into(),
+            kid: self.kid.clone(),
+            x: self.x.clone(),
+        }
+    }
+}
+
+/// A public key in JSON Web Key form (RFC 8037 for Ed25519).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub usage: String,
+    pub kid: String,
+    pub x: String,
+}
+
+/// A JSON Web Key Set, the body of `/.well-known/jwks.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+impl JwkSet {
+    /// The Ed25519 signing keys of the set, by `kid`. Keys of other types or
+    /// uses are skipped rather than trusted.
+    pub fn decoding_keys(&self) -> HashMap<String, DecodingKey> {
+        self.keys
+            .iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.usage == "sig")
+            .filter_map(|k| Some((k.kid.clone(), DecodingKey::from_ed_components(&k.x).ok()?)))
+            .collect()
+    }
+}
+
+/// The checks every authd access token must pass, wherever it is verified.
+pub fn validation(issuer: &str, audience: &str) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.leeway = LEEWAY.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation
+}
+
+/// Checks signature, algorithm, type, key id, issuer, audience and time
+/// window against `keys`. Every failure is the same [`Error::InvalidToken`]:
+/// which check failed is no business of the presenter.
+pub fn verify_with(
+    token: &str,
+    keys: &HashMap<String, DecodingKey>,
+    validation: &Validation,
+) -> Result<Claims, Error> {
+    let header = parse_header(token)?;
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.get(kid))
+        .ok_or(Error::InvalidToken)?;
+    jsonwebtoken::decode::<Claims>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|_| Error::InvalidToken)
+}
+
+/// The header of a token that could be ours: small enough, EdDSA, `at+jwt`.
+pub fn parse_header(token: &str) -> Result<Header, Error> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(Error::InvalidToken);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
+    let typ_ok = header.typ.as_deref().is_some_and(|typ| {
+        typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
+    });
+    if header.alg != Algorithm::EdDSA || !typ_ok {
+        return Err(Error::InvalidToken);
+    }
+    Ok(header)
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key: stable, derived from the key
@@ -100,39 +195,49 @@ fn thumbprint(x: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
-/// The key to sign with: the configured PEM file if there is one, otherwise
-/// the database's active key, created on first start. Replicas that start
-/// together each offer a key and all adopt whichever the database kept.
-pub async fn load_signing_key(db: &Database, file: Option<&Path>) -> anyhow::Result<KeyPair> {
-    if let Some(path) = file {
-        let context = || format!("AUTHD_SIGNING_KEY_FILE {}", path.display());
-        let pem = tokio::fs::read_to_string(path)
-            .await
-            .with_context(context)?;
-        return KeyPair::from_pkcs8_pem(&pem).with_context(context);
-    }
-    if let Some(pem) = db.active_signing_key().await? {
-        return Ok(KeyPair::from_pkcs8_pem(&pem)?);
-    }
-    let offered = KeyPair::generate()?;
-    db.offer_signing_key(offered.kid(), offered.pkcs8_pem())
-        .await?;
-    let pem = db
-        .active_signing_key()
-        .await?
-        .context("the database kept no active signing key")?;
-    tracing::info!("signing key created and stored in the database");
-    Ok(KeyPair::from_pkcs8_pem(&pem)?)
-}
-
 /// A freshly signed access token.
 pub struct AccessToken {
     pub token: SecretString,
     pub expires_in: Duration,
 }
 
+/// The keys this process signs and verifies with: one signing key, and every
+/// key whose tokens may still be live or that is about to take over.
+pub struct Keyring {
+    signing: KeyPair,
+    verifying: HashMap<String, DecodingKey>,
+    published: JwkSet,
+}
+
+impl Keyring {
+    /// `signing` signs; it and every key in `also_verifying` verify.
+    pub fn new(signing: KeyPair, also_verifying: &[KeyPair]) -> Result<Self, Error> {
+        let published = JwkSet {
+            keys: std::iter::once(&signing)
+                .chain(also_verifying)
+                .map(KeyPair::public_jwk)
+                .collect(),
+        };
+        let verifying = published.decoding_keys();
+        if verifying.len() != published.keys.len() {
+            return Err(Error::internal(
+                "a stored signing key has no usable public key",
+            ));
+        }
+        Ok(Self {
+            signing,
+            verifying,
+            published,
+        })
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        self.signing.kid()
+    }
+}
+
 pub struct Tokens {
-    key: KeyPair,
+    keyring: RwLock<Arc<Keyring>>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -140,24 +245,38 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(key: KeyPair, issuer: String, audience: String, ttl: Duration) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&issuer]);
-        validation.set_audience(&[&audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    pub fn new(keyring: Keyring, issuer: String, audience: String, ttl: Duration) -> Self {
         Self {
-            key,
+            keyring: RwLock::new(Arc::new(keyring)),
+            validation: validation(&issuer, &audience),
             issuer,
             audience,
             ttl,
-            validation,
         }
     }
 
-    pub fn issue(&self, user_id: Uuid) -> Result<AccessToken, Error> {
+    /// Swaps in a reloaded keyring; calls in flight finish with the old one.
+    pub fn install(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keyring);
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keyring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> Result<AccessToken, Error> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;
         let claims = Claims {
@@ -168,38 +287,28 @@ impl Tokens {
             iat: now,
             nbf: now,
             jti: Uuid::now_v7().to_string(),
+            sid: session_id.to_string(),
         };
+        let keyring = self.keyring();
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());
-        header.kid = Some(self.key.kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, &self.key.encoding).map_err(Error::internal)?;
+        header.kid = Some(keyring.signing.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &keyring.signing.encoding)
+            .map_err(Error::internal)?;
         Ok(AccessToken {
             token: SecretString::from(token),
             expires_in: self.ttl,
         })
     }
 
-    /// Checks signature, algorithm, type, key id, issuer, audience and time
-    /// window. Every failure is the same [`Error::InvalidToken`]: which check
-    /// failed is no business of the presenter.
+    /// Verifies a token against the current keyring; see [`verify_with`].
     pub fn verify(&self, token: &str) -> Result<Claims, Error> {
-        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-            return Err(Error::InvalidToken);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
-        let typ_ok = header.typ.as_deref().is_some_and(|typ| {
-            typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if header.alg != Algorithm::EdDSA
-            || !typ_ok
-            || header.kid.as_deref() != Some(self.key.kid())
-        {
-            return Err(Error::InvalidToken);
-        }
-        jsonwebtoken::decode::<Claims>(token, &self.key.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|_| Error::InvalidToken)
+        verify_with(token, &self.keyring().verifying, &self.validation)
+    }
+
+    /// The public keys to publish.
+    pub fn jwks(&self) -> JwkSet {
+        self.keyring().published.clone()
     }
 }
 
@@ -208,15 +317,15 @@ mod tests {
     use super::*;
 
     fn tokens() -> Tokens {
-        let key = KeyPair::generate().expect("key");
-        Tokens::new(key, "iss".into(), "aud".into(), Duration::from_secs(60))
+        let keyring = Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring");
+        Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60))
     }
 
     #[test]
     fn issued_tokens_verify_and_carry_no_personal_data() {
         let tokens = tokens();
         let id = Uuid::now_v7();
-        let issued = tokens.issue(id).expect("issue");
+        let issued = tokens.issue(id, Uuid::now_v7()).expect("issue");
         let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
         assert_eq!(claims.user_id().expect("uuid"), id);
         assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("iss", "aud"));
@@ -233,7 +342,34 @@ mod tests {
 
     #[test]
     fn another_keys_token_is_rejected() {
-        let issued = tokens().issue(Uuid::now_v7()).expect("issue");
+        let issued = tokens()
+            .issue(Uuid::now_v7(), Uuid::now_v7())
+            .expect("issue");
         assert!(tokens().verify(issued.token.expose_secret()).is_err());
+    }
+
+    #[test]
+    fn a_retired_key_still_verifies_until_it_leaves_the_keyring() {
+        let (old, new) = (
+            KeyPair::generate().expect("key"),
+            KeyPair::generate().expect("key"),
+        );
+        let old_pem = old.pkcs8_pem().to_owned();
+        let tokens = Tokens::new(
+            Keyring::new(old, &[]).expect("keyring"),
+            "iss".into(),
+            "aud".into(),
+            Duration::from_secs(60),
+        );
+        let before = tokens.issue(Uuid::now_v7(), Uuid::now_v7()).expect("issue");
+        let retired = KeyPair::from_pkcs8_pem(&old_pem).expect("old key");
+        tokens.install(Keyring::new(new, &[retired]).expect("keyring"));
+        let after = tokens.issue(Uuid::now_v7(), Uuid::now_v7()).expect("issue");
+        assert!(tokens.verify(before.token.expose_secret()).is_ok());
+        assert!(tokens.verify(after.token.expose_secret()).is_ok());
+        assert_eq!(tokens.jwks().keys.len(), 2);
+        let fresh = KeyPair::generate().expect("key");
+        tokens.install(Keyring::new(fresh, &[]).expect("keyring"));
+        assert!(tokens.verify(before.token.expose_secret()).is_err());
     }
 }

@@ -27,6 +27,7 @@ struct Forger {
     pem: String,
     kid: String,
     user_id: String,
+    session_id: String,
 }
 
 impl Forger {
@@ -48,18 +49,23 @@ impl Forger {
         .await;
         let (user, token) = app.user_with_token("nia@example.com").await;
         let header = jsonwebtoken::decode_header(&token).expect("header");
+        let payload = token.split('.').nth(1).expect("payload");
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64"))
+                .expect("json");
         Self {
             app,
             kid: header.kid.expect("kid"),
             pem,
             user_id: user.id,
+            session_id: claims["sid"].as_str().expect("sid").to_owned(),
         }
     }
 
     fn claims(&self) -> Value {
         let now = chrono::Utc::now().timestamp();
         json!({
-            "iss": ISSUER, "aud": AUDIENCE, "sub": self.user_id,
+            "iss": ISSUER, "aud": AUDIENCE, "sub": self.user_id, "sid": self.session_id,
             "iat": now, "nbf": now, "exp": now + 600, "jti": "forged",
         })
     }
@@ -206,6 +212,13 @@ async fn every_forged_or_invalid_token_is_refused_alike(backend: Backend) {
         ("no iss", forger.with_claims(|c| drop(c.remove("iss")))),
         ("no aud", forger.with_claims(|c| drop(c.remove("aud")))),
         ("no sub", forger.with_claims(|c| drop(c.remove("sub")))),
+        ("no sid", forger.with_claims(|c| drop(c.remove("sid")))),
+        (
+            "another user's session",
+            forger.with_claims(|c| {
+                c.insert("sid".into(), json!(uuid::Uuid::now_v7().to_string()));
+            }),
+        ),
         (
             "sub not a user id",
             forger.with_claims(|c| {

@@ -14,7 +14,12 @@ use tower::{Layer, Service};
 
 use crate::{error::INVALID_TOKEN, token::Tokens};
 
-const PUBLIC_METHODS: [&str; 2] = ["/auth.v1.AuthService/Signup", "/auth.v1.AuthService/Login"];
+const PUBLIC_METHODS: [&str; 4] = [
+    "/auth.v1.AuthService/Signup",
+    "/auth.v1.AuthService/Login",
+    "/auth.v1.AuthService/Refresh",
+    "/auth.v1.AuthService/IntrospectToken",
+];
 
 #[derive(Clone)]
 pub struct BearerAuthLayer {

@@ -10,7 +10,8 @@ use crate::{
     Error,
     domain::{Credentials, Email, NewUser, Password, User, Username},
     error::FieldViolation,
-    token::AccessToken,
+    service::SessionTokens,
+    token::{AccessToken, Claims},
 };
 
 /// Collects the outcome of parsing one field, so that a request reports every
@@ -77,12 +78,81 @@ impl From<User> for proto::User {
     }
 }
 
-impl From<AccessToken> for proto::LoginResponse {
-    fn from(token: AccessToken) -> Self {
+/// A ChangePassword request: the new password under Signup's rules, the
+/// current one only as something bcrypt can compare.
+pub fn password_change(
+    request: proto::ChangePasswordRequest,
+    password_min: usize,
+) -> Result<(Password, Password), Error> {
+    let mut violations = Violations::default();
+    let current = violations.check(
+        "current_password",
+        Password::parse_existing(request.current_password),
+    );
+    let new = violations.check(
+        "new_password",
+        Password::parse_new(request.new_password, password_min),
+    );
+    match (current, new) {
+        (Some(current), Some(new)) => Ok((current, new)),
+        _ => Err(Error::InvalidArgument(violations.0)),
+    }
+}
+
+/// A field that must not be empty, e.g. a token to check.
+pub fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Error> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument(vec![FieldViolation {
+            field,
+            description: "must not be empty".into(),
+        }]));
+    }
+    Ok(value)
+}
+
+fn expires_in(token: &AccessToken) -> i64 {
+    i64::try_from(token.expires_in.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl From<SessionTokens> for proto::LoginResponse {
+    fn from(tokens: SessionTokens) -> Self {
         Self {
-            access_token: token.token.expose_secret().to_owned(),
+            access_token: tokens.access.token.expose_secret().to_owned(),
             token_type: "Bearer".to_owned(),
-            expires_in: i64::try_from(token.expires_in.as_secs()).unwrap_or(i64::MAX),
+            expires_in: expires_in(&tokens.access),
+            refresh_token: tokens.refresh.encode(),
+        }
+    }
+}
+
+impl From<SessionTokens> for proto::RefreshResponse {
+    fn from(tokens: SessionTokens) -> Self {
+        let login = proto::LoginResponse::from(tokens);
+        Self {
+            access_token: login.access_token,
+            token_type: login.token_type,
+            expires_in: login.expires_in,
+            refresh_token: login.refresh_token,
+        }
+    }
+}
+
+impl From<Option<Claims>> for proto::IntrospectTokenResponse {
+    fn from(claims: Option<Claims>) -> Self {
+        let Some(claims) = claims else {
+            return Self::default();
+        };
+        Self {
+            active: true,
+            sub: claims.sub,
+            iss: claims.iss,
+            aud: claims.aud,
+            exp: claims.exp,
+            iat: claims.iat,
+            nbf: claims.nbf,
+            jti: claims.jti,
+            sid: claims.sid,
+            token_type: "access_token".to_owned(),
         }
     }
 }
@@ -114,6 +184,43 @@ impl fmt::Debug for proto::LoginResponse {
             .field("access_token", &REDACTED)
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
+            .field("refresh_token", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for proto::RefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for proto::RefreshResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshResponse")
+            .field("access_token", &REDACTED)
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for proto::ChangePasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangePasswordRequest")
+            .field("current_password", &REDACTED)
+            .field("new_password", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for proto::IntrospectTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntrospectTokenRequest")
+            .field("token", &REDACTED)
             .finish()
     }
 }
@@ -133,9 +240,16 @@ mod tests {
             access_token: "eyJsecret".into(),
             token_type: "Bearer".into(),
             expires_in: 900,
+            refresh_token: "refreshsecret".into(),
         };
-        let printed = format!("{signup:?} {login:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("eyJsecret"));
+        let change = proto::ChangePasswordRequest {
+            current_password: "hunter2hunter2".into(),
+            new_password: "hunter3hunter3".into(),
+        };
+        let printed = format!("{signup:?} {login:?} {change:?}");
+        for secret in ["hunter2", "hunter3", "eyJsecret", "refreshsecret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
         assert!(printed.contains("a@example.com"));
     }
 

@@ -5,6 +5,7 @@
 mod access_log;
 mod bearer;
 mod convert;
+pub mod well_known;
 
 use tonic::{Request, Response, Status};
 
@@ -22,9 +23,20 @@ pub mod proto {
 }
 
 use proto::{
-    GetMeRequest, GetMeResponse, LoginRequest, LoginResponse, SignupRequest, SignupResponse,
+    ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
+    IntrospectTokenRequest, IntrospectTokenResponse, LoginRequest, LoginResponse, LogoutRequest,
+    LogoutResponse, RefreshRequest, RefreshResponse, SignupRequest, SignupResponse,
     auth_service_server::AuthService,
 };
+
+/// The claims the bearer layer verified. Only protected methods get here,
+/// and the layer refuses them without claims, so this is a safety net.
+fn claims<T>(request: &Request<T>) -> Result<&Claims, Error> {
+    request
+        .extensions()
+        .get::<Claims>()
+        .ok_or(Error::InvalidToken)
+}
 
 pub struct AuthApi {
     accounts: Accounts,
@@ -66,13 +78,50 @@ impl AuthService for AuthApi {
         &self,
         request: Request<GetMeRequest>,
     ) -> Result<Response<GetMeResponse>, Status> {
-        let claims = request
-            .extensions()
-            .get::<Claims>()
-            .ok_or(Error::InvalidToken)?;
-        let user = self.accounts.me(claims).await?;
+        let user = self.accounts.me(claims(&request)?).await?;
         Ok(Response::new(GetMeResponse {
             user: Some(user.into()),
         }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<RefreshResponse>, Status> {
+        let request = request.into_inner();
+        let token = convert::required("refresh_token", &request.refresh_token)?;
+        let tokens = self.accounts.refresh(token).await?;
+        Ok(Response::new(tokens.into()))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        let all_sessions = request.get_ref().all_sessions;
+        self.accounts
+            .logout(claims(&request)?, all_sessions)
+            .await?;
+        Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let claims = claims(&request)?.clone();
+        let (current, new) =
+            convert::password_change(request.into_inner(), self.password_min_length)?;
+        self.accounts.change_password(&claims, current, new).await?;
+        Ok(Response::new(ChangePasswordResponse {}))
+    }
+
+    async fn introspect_token(
+        &self,
+        request: Request<IntrospectTokenRequest>,
+    ) -> Result<Response<IntrospectTokenResponse>, Status> {
+        let token = convert::required("token", &request.get_ref().token)?;
+        let claims = self.accounts.introspect(token).await?;
+        Ok(Response::new(claims.into()))
     }
 }

@@ -3,6 +3,7 @@
 
 mod keys;
 mod schema;
+mod sessions;
 mod users;
 
 use std::time::Duration;
@@ -23,6 +24,8 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub use keys::StoredKey;
+pub use sessions::{RefreshRecord, Revoke, Rotation};
 pub use users::NewUserRecord;
 
 use crate::{Error, config::DatabaseUrl};

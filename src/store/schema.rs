@@ -17,7 +17,33 @@ diesel::table! {
     signing_keys (kid) {
         kid -> Text,
         private_key_pem -> Text,
-        active -> Bool,
+        generation -> BigInt,
         created_at -> Timestamp,
+        activates_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Text,
+        session_id -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        rotated_at -> Nullable<Timestamp>,
+        successor_hash -> Nullable<Text>,
+        successor_sealed -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens);

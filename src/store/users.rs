@@ -16,7 +16,7 @@ use crate::{
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
-struct UserRow {
+pub(super) struct UserRow {
     id: String,
     email: String,
     username: String,
@@ -26,7 +26,7 @@ struct UserRow {
 }
 
 impl UserRow {
-    fn into_user(self) -> Result<(User, PasswordHash), Error> {
+    pub(super) fn into_user(self) -> Result<(User, PasswordHash), Error> {
         let user = User {
             id: Uuid::parse_str(&self.id).map_err(Error::internal)?,
             email: Email::from_stored(self.email),
@@ -85,19 +85,5 @@ impl Database {
             .optional()
             .map_err(query_error))?;
         row.map(UserRow::into_user).transpose()
-    }
-
-    pub async fn find_user_by_id(&self, id: Uuid) -> Result<Option<User>, Error> {
-        let row = with_conn!(self, |conn| users::table
-            .find(id.to_string())
-            .select(UserRow::as_select())
-            .first(conn)
-            .await
-            .optional()
-            .map_err(query_error))?;
-        Ok(row
-            .map(UserRow::into_user)
-            .transpose()?
-            .map(|(user, _)| user))
     }
 }

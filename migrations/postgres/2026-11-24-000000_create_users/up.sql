@@ -13,13 +13,16 @@ CREATE TABLE users (
 -- makes "one account per address" hold even under concurrent signups.
 CREATE UNIQUE INDEX users_email_key ON users (email);
 
+-- Signing keys. Each rotation adds the next generation; the unique index
+-- makes replicas that bootstrap or rotate at the same moment agree on one
+-- key per generation. A key signs from activates_at until the next
+-- generation activates, and verifies for one token lifetime after that.
 CREATE TABLE signing_keys (
     kid             TEXT PRIMARY KEY,
     private_key_pem TEXT NOT NULL,
-    active          BOOLEAN NOT NULL,
-    created_at      TIMESTAMP NOT NULL
+    generation      BIGINT NOT NULL,
+    created_at      TIMESTAMP NOT NULL,
+    activates_at    TIMESTAMP NOT NULL
 );
 
--- At most one active key: replicas that start together race to insert one
--- and all end up signing with the winner's.
-CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (active) WHERE active;
+CREATE UNIQUE INDEX signing_keys_generation_key ON signing_keys (generation);

@@ -13,11 +13,16 @@ CREATE TABLE users (
 -- makes "one account per address" hold even under concurrent signups.
 CREATE UNIQUE INDEX users_email_key ON users (email);
 
+-- Signing keys. Each rotation adds the next generation; the unique index
+-- makes replicas that bootstrap or rotate at the same moment agree on one
+-- key per generation. A key signs from activates_at until the next
+-- generation activates, and verifies for one token lifetime after that.
 CREATE TABLE signing_keys (
     kid             TEXT PRIMARY KEY NOT NULL,
     private_key_pem TEXT NOT NULL,
-    active          INTEGER NOT NULL CHECK (active IN (0, 1)),
-    created_at      TEXT NOT NULL
+    generation      INTEGER NOT NULL,
+    created_at      TEXT NOT NULL,
+    activates_at    TEXT NOT NULL
 ) STRICT;
 
-CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys (active) WHERE active;
+CREATE UNIQUE INDEX signing_keys_generation_key ON signing_keys (generation);

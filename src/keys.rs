@@ -1,0 +1,182 @@
+//! The life of signing keys: loading, first-start creation, rotation, and
+//! keeping every replica's keyring in step with the database.
+//!
+//! A rotation stores the next generation with an activation time in the
+//! future (two refresh intervals), so every replica and every JWKS cache that
+//! honours our `Cache-Control` knows the new key before any token is signed
+//! with it. After the next key activates, the old one keeps verifying for one
+//! token lifetime (plus leeway), then leaves the keyring and the JWKS.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    Error,
+    store::{Database, StoredKey},
+    token::{KeyPair, Keyring, LEEWAY, Tokens},
+};
+
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// A PEM key file; when set it is the only key and the database's keys
+    /// are not used.
+    pub file: Option<PathBuf>,
+    /// How often each replica reloads keys from the database.
+    pub refresh: Duration,
+    /// Rotate automatically once the newest key is this old.
+    pub rotation_period: Option<Duration>,
+    /// The access token lifetime: how long a retired key keeps verifying.
+    pub token_ttl: Duration,
+}
+
+impl KeySettings {
+    fn publish_delay(&self) -> Duration {
+        self.refresh * 2
+    }
+
+    fn retention(&self) -> Duration {
+        self.token_ttl + LEEWAY
+    }
+}
+
+/// The keyring to start with. Without a key file and with an empty table,
+/// this creates generation 1; replicas starting together each offer one and
+/// all adopt the one the database kept.
+pub async fn load(db: &Database, settings: &KeySettings) -> anyhow::Result<Keyring> {
+    if let Some(path) = &settings.file {
+        let context = || format!("AUTHD_SIGNING_KEY_FILE {}", path.display());
+        let pem = tokio::fs::read_to_string(path)
+            .await
+            .with_context(context)?;
+        return Ok(Keyring::new(
+            KeyPair::from_pkcs8_pem(&pem).with_context(context)?,
+            &[],
+        )?);
+    }
+    if db.signing_keys().await?.is_empty() {
+        let key = KeyPair::generate()?;
+        if db
+            .insert_signing_key(key.kid(), key.pkcs8_pem(), 1, Utc::now())
+            .await?
+        {
+            tracing::info!(kid = key.kid(), "first signing key created");
+        }
+    }
+    Ok(reload(db, settings).await?)
+}
+
+/// Builds the keyring from the database as of now.
+pub async fn reload(db: &Database, settings: &KeySettings) -> Result<Keyring, Error> {
+    keyring_from(db.signing_keys().await?, Utc::now(), settings.retention())
+}
+
+fn keyring_from(
+    stored: Vec<StoredKey>,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> Result<Keyring, Error> {
+    let retention = chrono::Duration::from_std(retention).map_err(Error::internal)?;
+    let Some(signing) = stored
+        .iter()
+        .rposition(|key| key.activates_at() <= now)
+        .or_else(|| (!stored.is_empty()).then_some(0))
+    else {
+        return Err(Error::internal("no signing key is stored"));
+    };
+    let mut also_verifying = Vec::new();
+    let mut signing_key = None;
+    for (index, key) in stored.iter().enumerate() {
+        let retired_at = stored.get(index + 1).map(StoredKey::activates_at);
+        let keep = index >= signing || retired_at.is_some_and(|at| at > now - retention);
+        if !keep {
+            continue;
+        }
+        let pair = KeyPair::from_pkcs8_pem(&key.private_key_pem)?;
+        if index == signing {
+            signing_key = Some(pair);
+        } else {
+            also_verifying.push(pair);
+        }
+    }
+    let signing = signing_key.ok_or_else(|| Error::internal("signing key vanished"))?;
+    Keyring::new(signing, &also_verifying)
+}
+
+/// A rotation that was stored.
+pub struct Rotated {
+    pub kid: String,
+    pub generation: i64,
+    pub activates_at: DateTime<Utc>,
+}
+
+/// Stores the next generation of key, to sign from after the publish delay.
+/// Two rotations racing for one generation store one key; the loser is told.
+pub async fn rotate(db: &Database, settings: &KeySettings) -> anyhow::Result<Rotated> {
+    anyhow::ensure!(
+        settings.file.is_none(),
+        "keys come from AUTHD_SIGNING_KEY_FILE; replace the file to change them"
+    );
+    let generation = db
+        .signing_keys()
+        .await?
+        .last()
+        .map_or(1, |newest| newest.generation + 1);
+    let key = KeyPair::generate()?;
+    let activates_at = Utc::now()
+        + chrono::Duration::from_std(settings.publish_delay()).map_err(Error::internal)?;
+    let stored = db
+        .insert_signing_key(key.kid(), key.pkcs8_pem(), generation, activates_at)
+        .await?;
+    anyhow::ensure!(
+        stored,
+        "another rotation stored generation {generation} first"
+    );
+    Ok(Rotated {
+        kid: key.kid().to_owned(),
+        generation,
+        activates_at,
+    })
+}
+
+/// Reloads the keyring every refresh interval, rotating first when the
+/// newest key has reached the rotation period. Runs until aborted.
+pub async fn keep_fresh(db: Database, tokens: Arc<Tokens>, settings: KeySettings) {
+    if settings.file.is_some() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(settings.refresh).await;
+        if let Err(error) = refresh_once(&db, &tokens, &settings).await {
+            tracing::warn!(error = %error, "cannot refresh signing keys; keeping the current ones");
+        }
+    }
+}
+
+async fn refresh_once(
+    db: &Database,
+    tokens: &Tokens,
+    settings: &KeySettings,
+) -> anyhow::Result<()> {
+    if let Some(period) = settings.rotation_period {
+        let newest = db.signing_keys().await?.pop();
+        let due = newest.is_some_and(|key| {
+            chrono::Duration::from_std(period)
+                .is_ok_and(|period| key.created_at() + period <= Utc::now())
+        });
+        if due {
+            // Every replica may find the rotation due at once; the unique
+            // generation lets one of them store it and the rest just reload.
+            match rotate(db, settings).await {
+                Ok(rotated) => {
+                    tracing::info!(kid = %rotated.kid, "signing key rotated on schedule")
+                }
+                Err(error) => tracing::debug!(error = %error, "scheduled rotation not stored"),
+            }
+        }
+    }
+    let keyring = reload(db, settings).await?;
+    tokens.install(keyring);
+    Ok(())
+}

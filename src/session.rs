@@ -1,0 +1,101 @@
+//! Refresh tokens: opaque, 256 random bits, stored only as a hash.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use secrecy::{ExposeSecret, SecretBox};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+const TOKEN_BYTES: usize = 32;
+
+pub struct RefreshToken(SecretBox<[u8; TOKEN_BYTES]>);
+
+impl RefreshToken {
+    pub fn generate() -> Result<Self, Error> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| Error::internal(e.to_string()))?;
+        Ok(Self(SecretBox::new(Box::new(bytes))))
+    }
+
+    /// Reads a token as a client presents it. Anything that cannot be one of
+    /// ours is simply not found, like an unknown token.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes: [u8; TOKEN_BYTES] = URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()?;
+        Some(Self(SecretBox::new(Box::new(bytes))))
+    }
+
+    /// The text handed to the client.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.expose_secret())
+    }
+
+    /// What the database stores and looks the token up by.
+    pub fn hash(&self) -> String {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(self.0.expose_secret()))
+    }
+
+    /// Seals `successor` so that only a holder of `self` can open it: the
+    /// pad is derived from this token, which is random, secret and spent
+    /// once, so it is used as a key exactly once.
+    pub fn seal(&self, successor: &RefreshToken) -> String {
+        let pad = self.pad();
+        let sealed: Vec<u8> = successor
+            .0
+            .expose_secret()
+            .iter()
+            .zip(pad)
+            .map(|(byte, pad)| byte ^ pad)
+            .collect();
+        URL_SAFE_NO_PAD.encode(sealed)
+    }
+
+    /// Opens what [`RefreshToken::seal`] sealed with this token.
+    pub fn unseal(&self, sealed: &str) -> Option<RefreshToken> {
+        let sealed: [u8; TOKEN_BYTES] = URL_SAFE_NO_PAD.decode(sealed).ok()?.try_into().ok()?;
+        let mut bytes = [0u8; TOKEN_BYTES];
+        for ((out, byte), pad) in bytes.iter_mut().zip(sealed).zip(self.pad()) {
+            *out = byte ^ pad;
+        }
+        Some(Self(SecretBox::new(Box::new(bytes))))
+    }
+
+    fn pad(&self) -> [u8; TOKEN_BYTES] {
+        Sha256::new()
+            .chain_update(b"authd refresh successor seal v1")
+            .chain_update(self.0.expose_secret())
+            .finalize()
+            .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_successor_opens_only_with_its_predecessor() {
+        let (parent, child) = (
+            RefreshToken::generate().unwrap(),
+            RefreshToken::generate().unwrap(),
+        );
+        let sealed = parent.seal(&child);
+        assert_eq!(
+            parent.unseal(&sealed).map(|t| t.encode()),
+            Some(child.encode())
+        );
+        let stranger = RefreshToken::generate().unwrap();
+        assert_ne!(
+            stranger.unseal(&sealed).map(|t| t.encode()),
+            Some(child.encode())
+        );
+    }
+
+    #[test]
+    fn tokens_round_trip_and_hash_stably() {
+        let token = RefreshToken::generate().unwrap();
+        let again = RefreshToken::parse(&token.encode()).expect("parse");
+        assert_eq!(token.hash(), again.hash());
+        assert_eq!(token.encode().len(), 43);
+        assert!(RefreshToken::parse("short").is_none());
+    }
+}

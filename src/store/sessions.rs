@@ -1,0 +1,295 @@
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::{prelude::*, result::Error as QueryError};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    Database, query_error,
+    schema::{refresh_tokens, sessions},
+    users::UserRow,
+    with_conn,
+};
+use crate::{Error, domain::User, password::PasswordHash};
+
+/// A refresh token to store: its hash and when it stops working.
+pub struct RefreshRecord<'a> {
+    pub token_hash: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What presenting a refresh token did.
+pub enum Rotation {
+    /// The token was live and is now spent; its successor is stored.
+    Rotated { session_id: Uuid, user_id: Uuid },
+    /// The token was spent moments ago (within the grace interval) and its
+    /// successor is still unspent: the caller gets that successor again.
+    Replayed {
+        session_id: Uuid,
+        user_id: Uuid,
+        successor_sealed: String,
+    },
+    /// The token was spent earlier: someone is replaying it, so its session
+    /// has just been revoked.
+    Reused,
+    /// Unknown, expired, or its session is revoked.
+    Rejected,
+}
+
+/// The outcome inside the transaction, before ids are parsed.
+enum Outcome {
+    Rotated(String, String),
+    Replayed(String, String, String),
+    Reused,
+    Rejected,
+}
+
+fn uuid(text: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(text).map_err(Error::internal)
+}
+
+impl Database {
+    /// Starts a session with its first refresh token, atomically.
+    pub async fn create_session(
+        &self,
+        user_id: Uuid,
+        refresh: RefreshRecord<'_>,
+    ) -> Result<Uuid, Error> {
+        let session_id = Uuid::now_v7().to_string();
+        let now = Utc::now().naive_utc();
+        let (session_id_ref, user_id) = (&session_id, user_id.to_string());
+        with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::id.eq(session_id_ref),
+                        sessions::user_id.eq(&user_id),
+                        sessions::created_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                diesel::insert_into(refresh_tokens::table)
+                    .values((
+                        refresh_tokens::token_hash.eq(refresh.token_hash),
+                        refresh_tokens::session_id.eq(session_id_ref),
+                        refresh_tokens::created_at.eq(now),
+                        refresh_tokens::expires_at.eq(refresh.expires_at.naive_utc()),
+                    ))
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+            .await
+            .map_err(query_error))?;
+        uuid(&session_id)
+    }
+
+    /// Spends a refresh token and stores its successor, in one transaction.
+    /// The spend is a conditional update, so of two concurrent calls with one
+    /// token exactly one rotates; the other sees the token spent and, inside
+    /// the grace interval, replays the same successor.
+    pub async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        successor: RefreshRecord<'_>,
+        successor_sealed: &str,
+        grace: Duration,
+    ) -> Result<Rotation, Error> {
+        let now = Utc::now().naive_utc();
+        let grace_start = now - chrono::Duration::from_std(grace).map_err(Error::internal)?;
+        let outcome = with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                let spent = diesel::update(
+                    refresh_tokens::table
+                        .find(presented_hash)
+                        .filter(refresh_tokens::rotated_at.is_null())
+                        .filter(refresh_tokens::expires_at.gt(now)),
+                )
+                .set((
+                    refresh_tokens::rotated_at.eq(now),
+                    refresh_tokens::successor_hash.eq(successor.token_hash),
+                    refresh_tokens::successor_sealed.eq(successor_sealed),
+                ))
+                .execute(conn)
+                .await?
+                    == 1;
+                let found = refresh_tokens::table
+                    .inner_join(sessions::table)
+                    .filter(refresh_tokens::token_hash.eq(presented_hash))
+                    .select((
+                        sessions::id,
+                        sessions::user_id,
+                        sessions::revoked_at,
+                        refresh_tokens::rotated_at,
+                        refresh_tokens::successor_hash,
+                        refresh_tokens::successor_sealed,
+                    ))
+                    .first::<(
+                        String,
+                        String,
+                        Option<NaiveDateTime>,
+                        Option<NaiveDateTime>,
+                        Option<String>,
+                        Option<String>,
+                    )>(conn)
+                    .await
+                    .optional()?;
+                let Some((session_id, user_id, revoked_at, rotated_at, next_hash, sealed)) = found
+                else {
+                    return Ok(Outcome::Rejected);
+                };
+                if revoked_at.is_some() {
+                    return Ok(Outcome::Rejected);
+                }
+                if spent {
+                    diesel::insert_into(refresh_tokens::table)
+                        .values((
+                            refresh_tokens::token_hash.eq(successor.token_hash),
+                            refresh_tokens::session_id.eq(&session_id),
+                            refresh_tokens::created_at.eq(now),
+                            refresh_tokens::expires_at.eq(successor.expires_at.naive_utc()),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    return Ok(Outcome::Rotated(session_id, user_id));
+                }
+                let Some(rotated_at) = rotated_at else {
+                    return Ok(Outcome::Rejected);
+                };
+                if rotated_at < grace_start {
+                    diesel::update(sessions::table.find(&session_id))
+                        .set(sessions::revoked_at.eq(now))
+                        .execute(conn)
+                        .await?;
+                    return Ok(Outcome::Reused);
+                }
+                let successor_unspent = match &next_hash {
+                    Some(next_hash) => {
+                        refresh_tokens::table
+                            .find(next_hash)
+                            .filter(refresh_tokens::rotated_at.is_null())
+                            .filter(refresh_tokens::expires_at.gt(now))
+                            .count()
+                            .get_result::<i64>(conn)
+                            .await?
+                            == 1
+                    }
+                    None => false,
+                };
+                // A successor already spent in turn means the client has
+                // moved on: the stale duplicate is refused, the session
+                // kept.
+                Ok(match sealed {
+                    Some(sealed) if successor_unspent => {
+                        Outcome::Replayed(session_id, user_id, sealed)
+                    }
+                    _ => Outcome::Rejected,
+                })
+            })
+            .await
+            .map_err(query_error))?;
+        Ok(match outcome {
+            Outcome::Rotated(session_id, user_id) => Rotation::Rotated {
+                session_id: uuid(&session_id)?,
+                user_id: uuid(&user_id)?,
+            },
+            Outcome::Replayed(session_id, user_id, successor_sealed) => Rotation::Replayed {
+                session_id: uuid(&session_id)?,
+                user_id: uuid(&user_id)?,
+                successor_sealed,
+            },
+            Outcome::Reused => Rotation::Reused,
+            Outcome::Rejected => Rotation::Rejected,
+        })
+    }
+
+    /// The user of a live session, with the password hash.
+    pub async fn session_user(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<(User, PasswordHash)>, Error> {
+        use super::schema::users;
+        let row = with_conn!(self, |conn| users::table
+            .inner_join(sessions::table)
+            .filter(sessions::id.eq(session_id.to_string()))
+            .filter(users::id.eq(user_id.to_string()))
+            .filter(sessions::revoked_at.is_null())
+            .select(UserRow::as_select())
+            .first(conn)
+            .await
+            .optional()
+            .map_err(query_error))?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    /// Revokes one session, or every live session of a user but `keep`.
+    pub async fn revoke_sessions(&self, scope: Revoke) -> Result<(), Error> {
+        let now = Utc::now().naive_utc();
+        with_conn!(self, |conn| {
+            let live = sessions::table.filter(sessions::revoked_at.is_null());
+            let revoked = match scope {
+                Revoke::Session(id) => {
+                    diesel::update(live.filter(sessions::id.eq(id.to_string())))
+                        .set(sessions::revoked_at.eq(now))
+                        .execute(conn)
+                        .await
+                }
+                Revoke::AllOf { user_id, keep } => {
+                    let keep = keep.map(|id| id.to_string()).unwrap_or_default();
+                    diesel::update(
+                        live.filter(sessions::user_id.eq(user_id.to_string()))
+                            .filter(sessions::id.ne(keep)),
+                    )
+                    .set(sessions::revoked_at.eq(now))
+                    .execute(conn)
+                    .await
+                }
+            };
+            revoked.map(drop).map_err(query_error)
+        })
+    }
+
+    /// Replaces a password hash and revokes every other session of the user,
+    /// atomically: a new password never coexists with a stolen session.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        keep_session: Uuid,
+        hash: &PasswordHash,
+    ) -> Result<(), Error> {
+        use super::schema::users;
+        let now = Utc::now().naive_utc();
+        let (user_id, keep) = (user_id.to_string(), keep_session.to_string());
+        let (user_id, keep) = (&user_id, &keep);
+        with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                diesel::update(users::table.find(user_id))
+                    .set((
+                        users::password_hash.eq(hash.as_str()),
+                        users::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::user_id.eq(user_id))
+                        .filter(sessions::id.ne(keep))
+                        .filter(sessions::revoked_at.is_null()),
+                )
+                .set(sessions::revoked_at.eq(now))
+                .execute(conn)
+                .await
+                .map(drop)
+            })
+            .await
+            .map_err(query_error))
+    }
+}
+
+/// Which sessions [`Database::revoke_sessions`] ends.
+pub enum Revoke {
+    Session(Uuid),
+    AllOf { user_id: Uuid, keep: Option<Uuid> },
+}
