@@ -180,3 +180,56 @@ async fn refresh_once(
     tokens.install(keyring);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(generation: i64, activates_at: DateTime<Utc>) -> (StoredKey, String) {
+        let pair = KeyPair::generate().expect("key");
+        let key = StoredKey {
+            kid: pair.kid().to_owned(),
+            private_key_pem: pair.pkcs8_pem().to_owned(),
+            generation,
+            created_at: activates_at.naive_utc(),
+            activates_at: activates_at.naive_utc(),
+        };
+        (key, pair.kid().to_owned())
+    }
+
+    /// The signing kid and the published kids, in JWKS order.
+    fn published(keys: Vec<StoredKey>, now: DateTime<Utc>) -> (String, Vec<String>) {
+        let keyring = keyring_from(keys, now, Duration::from_secs(900)).expect("keyring");
+        let signing = keyring.signing_kid().to_owned();
+        let tokens = Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60));
+        let kids = tokens.jwks().keys.into_iter().map(|key| key.kid).collect();
+        (signing, kids)
+    }
+
+    #[test]
+    fn a_key_signs_from_activation_and_verifies_one_lifetime_past_retirement() {
+        let now = Utc::now();
+        let minutes = |m: i64| chrono::Duration::minutes(m);
+        let (old, old_kid) = stored(1, now - minutes(60));
+        let (new, new_kid) = stored(2, now + minutes(1));
+        // Pre-published: the new key verifies but does not sign yet.
+        let (signing, kids) = published(vec![old, new], now);
+        assert_eq!(signing, old_kid);
+        assert_eq!(kids, [old_kid.clone(), new_kid.clone()]);
+
+        let (old, old_kid) = stored(1, now - minutes(60));
+        let (new, new_kid) = stored(2, now - minutes(10));
+        let (signing, kids) = published(vec![old, new], now);
+        assert_eq!(signing, new_kid);
+        assert_eq!(
+            kids,
+            [new_kid.clone(), old_kid],
+            "retired 10 min ago, lifetime 15"
+        );
+
+        let (old, _) = stored(1, now - minutes(60));
+        let (new, new_kid) = stored(2, now - minutes(20));
+        let (signing, kids) = published(vec![old, new], now);
+        assert_eq!((signing, kids), (new_kid.clone(), vec![new_kid]));
+    }
+}

@@ -128,10 +128,11 @@ impl Application {
                 .add_service(builder().build_v1()?)
                 .add_service(builder().build_v1alpha()?);
         }
-        let routes = routes
-            .routes()
-            .into_axum_router()
-            .merge(well_known::router(self.tokens, self.keys.refresh));
+        let routes = well_known::add_to(
+            routes.routes().into_axum_router(),
+            self.tokens,
+            self.keys.refresh,
+        );
 
         let (began_stopping, stopping_began) = tokio::sync::oneshot::channel();
         let stopping = async {

@@ -23,17 +23,34 @@ struct WellKnown {
     cache_control: String,
 }
 
-/// `max_age` is how long a client may cache the key set. Keys are published
-/// two refresh intervals before they sign anything, so a cache that honours
-/// a max-age of one interval always knows a key before it meets a token.
-pub fn router(tokens: Arc<Tokens>, max_age: Duration) -> Router {
-    Router::new()
+/// Adds the well-known documents to the gRPC routes. `max_age` is how long
+/// a client may cache the key set. Keys are published two refresh intervals
+/// before they sign anything, so a cache that honours a max-age of one
+/// interval always knows a key before it meets a token.
+pub fn add_to(grpc: Router, tokens: Arc<Tokens>, max_age: Duration) -> Router {
+    let documents = Router::new()
         .route(JWKS_PATH, get(jwks))
         .route(DISCOVERY_PATH, get(discovery))
         .with_state(WellKnown {
             tokens,
             cache_control: format!("public, max-age={}", max_age.as_secs()),
-        })
+        });
+    grpc.merge(documents).fallback(not_found)
+}
+
+/// An unknown path: UNIMPLEMENTED for a gRPC client, as tonic would answer,
+/// and a plain 404 for anything else.
+async fn not_found(request: Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented("no such method").into_http()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 async fn jwks(State(state): State<WellKnown>) -> Response {

@@ -13,8 +13,8 @@ pub struct StoredKey {
     pub kid: String,
     pub private_key_pem: String,
     pub generation: i64,
-    created_at: NaiveDateTime,
-    activates_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub activates_at: NaiveDateTime,
 }
 
 impl StoredKey {

@@ -7,8 +7,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use authd::{
     Application,
     api::proto::{
-        GetMeRequest, LoginRequest, LoginResponse, SignupRequest, User,
-        auth_service_client::AuthServiceClient,
+        ChangePasswordRequest, GetMeRequest, IntrospectTokenRequest, IntrospectTokenResponse,
+        LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, RefreshResponse, SignupRequest,
+        User, auth_service_client::AuthServiceClient,
     },
     config::{Cli, Config},
     token::KeyPair,
@@ -299,6 +300,86 @@ impl TestApp {
         self.get_me_with(Some(format!("Bearer {token}").as_bytes()))
             .await
     }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Result<RefreshResponse, Status> {
+        let request = RefreshRequest {
+            refresh_token: refresh_token.into(),
+        };
+        Ok(self.client().await.refresh(request).await?.into_inner())
+    }
+
+    pub async fn logout(&self, access_token: &str, all_sessions: bool) -> Result<(), Status> {
+        let request = authorized(LogoutRequest { all_sessions }, access_token);
+        self.client().await.logout(request).await.map(drop)
+    }
+
+    pub async fn change_password(
+        &self,
+        access_token: &str,
+        current_password: &str,
+        new_password: &str,
+    ) -> Result<(), Status> {
+        let request = authorized(
+            ChangePasswordRequest {
+                current_password: current_password.into(),
+                new_password: new_password.into(),
+            },
+            access_token,
+        );
+        self.client().await.change_password(request).await.map(drop)
+    }
+
+    pub async fn introspect(&self, token: &str) -> Result<IntrospectTokenResponse, Status> {
+        let request = IntrospectTokenRequest {
+            token: token.into(),
+        };
+        Ok(self
+            .client()
+            .await
+            .introspect_token(request)
+            .await?
+            .into_inner())
+    }
+
+    /// GET on the app's address over HTTP/1.1 or HTTP/2 (prior knowledge):
+    /// status, headers and body.
+    pub async fn http_get(&self, path: &str, http2: bool) -> (u16, http::HeaderMap, String) {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
+            .build_http::<Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://{}{path}", self.addr).parse().expect("uri");
+        let response = client.get(uri).await.expect("http get");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        let body = String::from_utf8(body.to_vec()).expect("utf-8 body");
+        (parts.status.as_u16(), parts.headers, body)
+    }
+}
+
+/// A request with `authorization: Bearer <token>`.
+pub fn authorized<T>(message: T, access_token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {access_token}")
+        .parse()
+        .expect("ascii token");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// The decoded payload of a JWT, unverified: for asserting what it claims.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("json")
+}
+
+pub fn jwt_kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid")
 }
 
 impl Drop for TestApp {

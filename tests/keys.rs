@@ -1,0 +1,263 @@
+mod common;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use authd::token::{self, JwkSet};
+use common::{Backend, PASSWORD, TestApp, backend_tests, jwt_kid};
+use serde_json::Value;
+use tonic::Code;
+
+backend_tests!(
+    the_jwks_is_served_over_http1_and_http2,
+    discovery_points_at_the_jwks,
+    rotation_keeps_old_tokens_valid_and_switches_signing,
+    keys_rotate_on_schedule,
+    pyjwt_verifies_tokens_against_the_jwks,
+);
+
+const EMAIL: &str = "xena@example.com";
+
+async fn jwks(app: &TestApp) -> JwkSet {
+    let (status, _, body) = app.http_get("/.well-known/jwks.json", false).await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).expect("a JWK set")
+}
+
+/// Verifies like an offline service: only the JWKS, no call to authd.
+fn verify_offline(set: &JwkSet, token: &str) -> bool {
+    token::verify_with(
+        token,
+        &set.decoding_keys(),
+        &token::validation("authd", "authd"),
+    )
+    .is_ok()
+}
+
+async fn the_jwks_is_served_over_http1_and_http2(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.user_with_token(EMAIL).await;
+    for http2 in [false, true] {
+        let (status, headers, body) = app.http_get("/.well-known/jwks.json", http2).await;
+        assert_eq!(status, 200, "http2: {http2}");
+        assert_eq!(headers["content-type"], "application/jwk-set+json");
+        assert_eq!(headers["cache-control"], "public, max-age=30");
+        let set: Value = serde_json::from_str(&body).expect("json");
+        let keys = set["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 1);
+        let key = &keys[0];
+        assert_eq!(
+            (&key["kty"], &key["crv"], &key["alg"], &key["use"]),
+            (
+                &"OKP".into(),
+                &"Ed25519".into(),
+                &"EdDSA".into(),
+                &"sig".into()
+            )
+        );
+        assert_eq!(key["kid"], jwt_kid(&token).as_str());
+        assert!(key.get("d").is_none(), "never the private key");
+    }
+    assert!(verify_offline(&jwks(&app).await, &token));
+    let (status, _, _) = app.http_get("/.well-known/nothing-here", false).await;
+    assert_eq!(status, 404);
+}
+
+async fn discovery_points_at_the_jwks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, _, body) = app
+        .http_get("/.well-known/openid-configuration", false)
+        .await;
+    assert_eq!(status, 200);
+    let document: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(document["issuer"], "authd");
+    let jwks_uri = format!("http://{}/.well-known/jwks.json", app.addr);
+    assert_eq!(document["jwks_uri"], jwks_uri.as_str());
+
+    let app = TestApp::spawn_with(backend, &["--issuer", "https://auth.example.com/"]).await;
+    let (_, _, body) = app
+        .http_get("/.well-known/openid-configuration", true)
+        .await;
+    let document: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(document["issuer"], "https://auth.example.com/");
+    assert_eq!(
+        document["jwks_uri"],
+        "https://auth.example.com/.well-known/jwks.json"
+    );
+}
+
+/// Logs in until the token is signed by a key other than `old_kid`.
+async fn wait_for_new_signing_key(app: &TestApp, old_kid: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let token = app
+            .login(EMAIL, PASSWORD)
+            .await
+            .expect("login")
+            .access_token;
+        if jwt_kid(&token) != old_kid {
+            return token;
+        }
+        assert!(Instant::now() < deadline, "still signing with the old key");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn rotation_keeps_old_tokens_valid_and_switches_signing(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--key-refresh", "1s"]).await;
+    let (user, old_token) = app.user_with_token(EMAIL).await;
+    let old_kid = jwt_kid(&old_token);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_authd"))
+        .args([
+            "keys",
+            "rotate",
+            "--database-url",
+            &app.db.url,
+            "--key-refresh",
+            "1s",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run authd keys rotate");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let new_kid = printed.split_whitespace().nth(3).expect("kid").to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    let new_token = wait_for_new_signing_key(&app, &old_kid).await;
+    assert_eq!(jwt_kid(&new_token), new_kid);
+    let set = jwks(&app).await;
+    let kids: Vec<&str> = set.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
+        "{kids:?}"
+    );
+    for token in [&old_token, &new_token] {
+        assert!(verify_offline(&set, token));
+        assert_eq!(app.get_me(token).await.expect("get_me").id, user.id);
+    }
+}
+
+async fn keys_rotate_on_schedule(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &["--key-refresh", "1s", "--key-rotation-period", "1s"],
+    )
+    .await;
+    let (_, old_token) = app.user_with_token(EMAIL).await;
+    let new_token = wait_for_new_signing_key(&app, &jwt_kid(&old_token)).await;
+    app.get_me(&old_token)
+        .await
+        .expect("old tokens still verify");
+    app.get_me(&new_token).await.expect("new tokens verify");
+}
+
+/// A virtualenv with PyJWT, made once per test run from
+/// tests/python/requirements.txt.
+fn python_with_pyjwt() -> PathBuf {
+    static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut venv = VENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(python) = venv.as_ref() {
+        return python.clone();
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyjwt-venv");
+    let python = dir.join("bin").join("python");
+    let requirements = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
+    let ready = Command::new(&python)
+        .args(["-c", "import jwt"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(created.success());
+        let installed = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(requirements)
+            .status()
+            .expect("pip install");
+        assert!(installed.success(), "pip install -r {requirements}");
+    }
+    *venv = Some(python.clone());
+    python
+}
+
+async fn pyjwt_verifies_tokens_against_the_jwks(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--key-refresh", "1s"]).await;
+    let (user, old_token) = app.user_with_token(EMAIL).await;
+    let db_url = app.db.url.clone();
+    let rotated = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_authd"))
+            .args([
+                "keys",
+                "rotate",
+                "--database-url",
+                &db_url,
+                "--key-refresh",
+                "1s",
+            ])
+            .env("RUST_LOG", "warn")
+            .status()
+    })
+    .await
+    .expect("join")
+    .expect("run authd keys rotate");
+    assert!(rotated.success());
+    let new_token = wait_for_new_signing_key(&app, &jwt_kid(&old_token)).await;
+
+    let python = tokio::task::spawn_blocking(python_with_pyjwt)
+        .await
+        .expect("venv");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/verify_with_jwks.py"
+    );
+    let jwks_url = format!("http://{}/.well-known/jwks.json", app.addr);
+    let verify = |tokens: Vec<String>| {
+        let (python, jwks_url) = (python.clone(), jwks_url.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(python)
+                .arg(script)
+                .args([jwks_url.as_str(), "authd", "authd"])
+                .args(tokens)
+                .output()
+                .expect("run python")
+        })
+    };
+    let output = verify(vec![old_token.clone(), new_token])
+        .await
+        .expect("join");
+    assert!(output.status.success(), "{output:?}");
+    let subjects = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        subjects.lines().collect::<Vec<_>>(),
+        [user.id.as_str(), user.id.as_str()]
+    );
+
+    let mut forged = old_token;
+    forged.push('x');
+    let output = verify(vec![forged]).await.expect("join");
+    assert!(
+        !output.status.success(),
+        "PyJWT must reject a tampered token"
+    );
+    let status = app.get_me("not-a-token").await.expect_err("garbage");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
