@@ -168,12 +168,12 @@ impl Drop for TestDb {
     }
 }
 
-/// A running authd.
+/// A running authd: served by this test, or a separate process.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: std::sync::Arc<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
-    server: JoinHandle<anyhow::Result<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 /// The settings every test app runs with: port 0 and the cheapest bcrypt.
@@ -214,7 +214,17 @@ impl TestApp {
             addr,
             db,
             shutdown: Some(shutdown),
-            server,
+            server: Some(server),
+        }
+    }
+
+    /// Talks to an authd that something else runs, e.g. a child process.
+    pub fn remote(addr: SocketAddr, db: std::sync::Arc<TestDb>) -> Self {
+        Self {
+            addr,
+            db,
+            shutdown: None,
+            server: None,
         }
     }
 
@@ -223,7 +233,8 @@ impl TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        let stopped = tokio::time::timeout(Duration::from_secs(10), &mut self.server)
+        let server = self.server.as_mut().expect("a server this test runs");
+        let stopped = tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("server stops within 10s");
         stopped.expect("server task").expect("server ran cleanly");
@@ -384,7 +395,9 @@ pub fn jwt_kid(token: &str) -> String {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 
