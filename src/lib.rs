@@ -14,6 +14,7 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod verify;
 
 use std::{future::Future, net::SocketAddr, num::NonZero, sync::Arc, time::Duration};
 

@@ -172,14 +172,31 @@ fn build_pool<M: deadpool::managed::Manager>(
 async fn establish_sqlite(path: String) -> ConnectionResult<SqliteAsync> {
     tokio::task::spawn_blocking(move || {
         let mut conn = SqliteConnection::establish(&path)?;
-        conn.batch_execute(
-            // busy_timeout first: switching to WAL itself may wait for a lock.
-            "PRAGMA busy_timeout = 5000;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
+        let setup = |conn: &mut SqliteConnection, sql: &str| {
+            conn.batch_execute(sql)
+                .map_err(ConnectionError::CouldntSetupConfiguration)
+        };
+        // busy_timeout first: switching to WAL itself may wait for a lock.
+        setup(&mut conn, "PRAGMA busy_timeout = 5000;")?;
+        // Two connections switching a new file to WAL at once deadlock, and
+        // SQLite then fails one at once instead of waiting. WAL mode is kept
+        // in the file, so a retry finds it set.
+        let mut attempts = 0;
+        loop {
+            match conn.batch_execute("PRAGMA journal_mode = WAL;") {
+                Ok(()) => break,
+                Err(e) if attempts < 50 && e.to_string().contains("database is locked") => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(ConnectionError::CouldntSetupConfiguration(e)),
+            }
+        }
+        setup(
+            &mut conn,
+            "PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;",
-        )
-        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+        )?;
         Ok(SyncConnectionWrapper::new(conn))
     })
     .await

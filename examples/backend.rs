@@ -1,0 +1,228 @@
+//! A backend service that accepts authd access tokens, verified offline
+//! against authd's JWKS.
+//!
+//! With authd running on its defaults:
+//!
+//! ```sh
+//! cargo run --example backend
+//! grpcurl -plaintext -import-path examples/proto -proto greeter/v1/greeter.proto \
+//!   -H "authorization: Bearer $TOKEN" 127.0.0.1:50052 greeter.v1.GreeterService/Greet
+//! ```
+//!
+//! Settings: `AUTHD_JWKS_URL`, `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must
+//! match authd's) and `GREETER_LISTEN`.
+
+use std::{env::VarError, future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use authd::{
+    token::Claims,
+    verify::{JwksVerifier, RequireBearerLayer},
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, transport::Server};
+use tower::ServiceBuilder;
+
+use proto::{
+    GreetRequest, GreetResponse,
+    greeter_service_server::{GreeterService, GreeterServiceServer},
+};
+
+mod proto {
+    tonic::include_proto!("greeter.v1");
+}
+
+struct Greeter;
+
+#[tonic::async_trait]
+impl GreeterService for Greeter {
+    async fn greet(
+        &self,
+        request: Request<GreetRequest>,
+    ) -> Result<Response<GreetResponse>, Status> {
+        // The layer refuses requests without claims; this guards against
+        // serving the handler without the layer.
+        let claims = request
+            .extensions()
+            .get::<Claims>()
+            .ok_or_else(|| Status::unauthenticated("missing or invalid access token"))?;
+        Ok(Response::new(GreetResponse {
+            message: format!("Hello, {}!", claims.sub),
+        }))
+    }
+}
+
+/// Serves the greeter on `listener` until `shutdown` completes. Every method
+/// needs a token that `verifier` accepts.
+async fn serve(
+    listener: TcpListener,
+    verifier: Arc<JwksVerifier>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let greeter = ServiceBuilder::new()
+        .layer(RequireBearerLayer::new(verifier))
+        .service(GreeterServiceServer::new(Greeter));
+    Server::builder()
+        .add_service(greeter)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// An environment variable, or `default` when it is unset.
+fn setting(name: &str, default: &str) -> anyhow::Result<String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(value),
+        Err(VarError::NotPresent) => Ok(default.to_owned()),
+        Err(VarError::NotUnicode(_)) => anyhow::bail!("{name} is not valid UTF-8"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt::init();
+    let jwks_url = setting(
+        "AUTHD_JWKS_URL",
+        "http://127.0.0.1:50051/.well-known/jwks.json",
+    )?;
+    let jwks_url = jwks_url
+        .parse()
+        .with_context(|| format!("AUTHD_JWKS_URL={jwks_url} is not a URL"))?;
+    let issuer = setting("AUTHD_ISSUER", "authd")?;
+    let audience = setting("AUTHD_AUDIENCE", "authd")?;
+    let listen = setting("GREETER_LISTEN", "127.0.0.1:50052")?;
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("GREETER_LISTEN={listen} is not an address"))?;
+
+    let verifier = JwksVerifier::new(jwks_url, &issuer, &audience)
+        .await
+        .context("cannot get authd's keys from AUTHD_JWKS_URL")?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on GREETER_LISTEN={listen}"))?;
+    tracing::info!(address = %listen, "greeter serving gRPC");
+    serve(listener, verifier, authd::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use authd::{
+        Application,
+        api::{
+            proto::{LoginRequest, SignupRequest, auth_service_client::AuthServiceClient},
+            well_known::JWKS_PATH,
+        },
+        config::{Cli, Config},
+        token::{KeyPair, Keyring, Tokens},
+    };
+    use clap::Parser;
+    use secrecy::ExposeSecret;
+    use tonic::{Code, transport::Channel};
+    use uuid::Uuid;
+
+    use super::{proto::greeter_service_client::GreeterServiceClient, *};
+
+    /// Starts a greeter on port 0 that trusts the authd at `authd` for
+    /// `audience`, and returns a client to it.
+    async fn greeter(authd: SocketAddr, audience: &str) -> GreeterServiceClient<Channel> {
+        let url = format!("http://{authd}{JWKS_PATH}").parse().expect("url");
+        let verifier = JwksVerifier::new(url, "authd", audience)
+            .await
+            .expect("verifier");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(serve(listener, verifier, std::future::pending()));
+        GreeterServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect")
+    }
+
+    async fn greet(
+        client: &mut GreeterServiceClient<Channel>,
+        token: Option<&str>,
+    ) -> Result<String, Status> {
+        let mut request = Request::new(GreetRequest {});
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("metadata");
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(client.greet(request).await?.into_inner().message)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_greeter_accepts_only_valid_authd_tokens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = format!("sqlite://{}", dir.path().join("authd.db").display());
+        let cli = Cli::try_parse_from([
+            "authd",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &database,
+            "--bcrypt-cost",
+            "4",
+        ])
+        .expect("settings");
+        let config = Config::try_from(cli.settings).expect("config");
+        let app = Application::build(&config).await.expect("authd");
+        let authd = app.local_addr().expect("addr");
+        let server = tokio::spawn(app.run_until(std::future::pending()));
+
+        let mut auth = AuthServiceClient::connect(format!("http://{authd}"))
+            .await
+            .expect("connect");
+        let (email, password) = ("ada@example.com", "correct horse battery");
+        let user = auth
+            .signup(SignupRequest {
+                email: email.into(),
+                password: password.into(),
+                username: "Ada".into(),
+            })
+            .await
+            .expect("signup")
+            .into_inner()
+            .user
+            .expect("user");
+        let token = auth
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .expect("login")
+            .into_inner()
+            .access_token;
+
+        let mut client = greeter(authd, "authd").await;
+        let greeting = greet(&mut client, Some(&token)).await.expect("greeting");
+        assert_eq!(greeting, format!("Hello, {}!", user.id));
+
+        let unknown_key = Tokens::new(
+            Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring"),
+            "authd".into(),
+            "authd".into(),
+            std::time::Duration::from_secs(60),
+        )
+        .issue(Uuid::now_v7(), Uuid::now_v7())
+        .expect("issue");
+        for bad in [
+            None,
+            Some("garbage"),
+            Some(unknown_key.token.expose_secret()),
+        ] {
+            let status = greet(&mut client, bad).await.expect_err("refused");
+            assert_eq!(status.code(), Code::Unauthenticated, "{bad:?}");
+            assert_eq!(status.message(), "missing or invalid access token");
+        }
+
+        let mut elsewhere = greeter(authd, "another-service").await;
+        let status = greet(&mut elsewhere, Some(&token))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated);
+
+        server.abort();
+    }
+}
