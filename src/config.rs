@@ -7,14 +7,20 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 use crate::{
-    domain::PASSWORD_MAX_BYTES, keys::KeySettings, service::SessionSettings, store::PoolSettings,
+    domain::PASSWORD_MAX_BYTES,
+    keys::KeySettings,
+    limits::{LimitSettings, Lockout, Rate},
+    service::SessionSettings,
+    store::PoolSettings,
 };
 
 #[derive(Debug, Parser)]
 #[command(
     name = "authd",
     version,
-    about = "Authentication service: signup, login and signed access tokens over gRPC"
+    about = "Authentication service: signup, login and signed access tokens over gRPC",
+    // A flag given twice takes the last value, so wrappers can override.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -80,6 +86,72 @@ pub struct Settings {
     #[arg(long, env = "AUTHD_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration,
           global = true)]
     pub db_timeout: Duration,
+
+    /// How long startup keeps retrying an unreachable database before it
+    /// gives up and exits.
+    #[arg(long, env = "AUTHD_DB_STARTUP_TIMEOUT", default_value = "30s",
+          value_parser = parse_duration, global = true)]
+    pub db_startup_timeout: Duration,
+
+    /// Most Login calls per client (peer address, or the trusted forwarded
+    /// header), e.g. 60/min.
+    #[arg(
+        long,
+        env = "AUTHD_LOGIN_RATE",
+        default_value = "60/min",
+        global = true
+    )]
+    pub login_rate: Rate,
+
+    /// Most Signup calls per client, e.g. 20/min.
+    #[arg(
+        long,
+        env = "AUTHD_SIGNUP_RATE",
+        default_value = "20/min",
+        global = true
+    )]
+    pub signup_rate: Rate,
+
+    /// Consecutive failed logins for one email before it must wait.
+    #[arg(long, env = "AUTHD_LOCKOUT_THRESHOLD", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub lockout_threshold: u32,
+
+    /// The first wait after the threshold; it doubles with every further
+    /// failure.
+    #[arg(long, env = "AUTHD_LOCKOUT_BASE", default_value = "30s", value_parser = parse_duration,
+          global = true)]
+    pub lockout_base: Duration,
+
+    /// The longest wait between login attempts for one email.
+    #[arg(long, env = "AUTHD_LOCKOUT_MAX", default_value = "15m", value_parser = parse_duration,
+          global = true)]
+    pub lockout_max: Duration,
+
+    /// A header that a proxy in front of authd sets to the client address
+    /// (e.g. x-forwarded-for); rate limits then key on its rightmost entry.
+    /// Only set this behind such a proxy: clients can send any header.
+    #[arg(long, env = "AUTHD_TRUSTED_FORWARDED_HEADER", global = true)]
+    pub trusted_forwarded_header: Option<http::HeaderName>,
+
+    /// Redis for rate-limit and throttle counters shared by all replicas
+    /// (redis://host:6379/). Without it each replica counts on its own.
+    #[arg(long, env = "AUTHD_REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key authd writes.
+    #[arg(
+        long,
+        env = "AUTHD_REDIS_PREFIX",
+        default_value = "authd:",
+        global = true
+    )]
+    pub redis_prefix: String,
+
+    /// Password-hashing calls that may wait for a core beyond those being
+    /// hashed; more are refused at once. Default: twice the cores.
+    #[arg(long, env = "AUTHD_HASH_QUEUE", global = true)]
+    pub hash_queue: Option<usize>,
 
     /// Access token lifetime, whole seconds from 1s to 24h (e.g. 90s, 15m).
     #[arg(long, env = "AUTHD_TOKEN_TTL", default_value = "15m", value_parser = parse_token_ttl,
@@ -189,6 +261,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub database_url: DatabaseUrl,
     pub pool: PoolSettings,
+    pub limits: LimitSettings,
+    pub hash_queue: Option<usize>,
     pub token_ttl: Duration,
     pub sessions: SessionSettings,
     pub keys: KeySettings,
@@ -211,7 +285,21 @@ impl TryFrom<Settings> for Config {
             pool: PoolSettings {
                 size: usize::from(settings.db_pool_size),
                 timeout: settings.db_timeout,
+                startup_timeout: settings.db_startup_timeout,
             },
+            limits: LimitSettings {
+                login: settings.login_rate,
+                signup: settings.signup_rate,
+                lockout: Lockout {
+                    threshold: settings.lockout_threshold,
+                    base: settings.lockout_base,
+                    max: settings.lockout_max.max(settings.lockout_base),
+                },
+                forwarded_header: settings.trusted_forwarded_header,
+                redis_url: settings.redis_url.map(SecretString::from),
+                redis_prefix: settings.redis_prefix,
+            },
+            hash_queue: settings.hash_queue,
             token_ttl: settings.token_ttl,
             sessions: SessionSettings {
                 refresh_ttl: settings.refresh_ttl,

@@ -2,7 +2,7 @@
 //! here, and `From<Error> for Status` is the only place that decides what a
 //! client is told.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, time::Duration};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -47,6 +47,22 @@ pub enum Error {
     #[error("wrong current password")]
     WrongPassword,
 
+    /// `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`: this client sent
+    /// more Login or Signup calls than its rate allows.
+    #[error("client rate limit exceeded")]
+    RateLimited { retry_after: Duration },
+
+    /// `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`: too many failed
+    /// logins for this email, whether or not it has an account.
+    #[error("account login throttled")]
+    AccountLocked { retry_after: Duration },
+
+    /// `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`: the password
+    /// hashing stage and its queue are full. Answered at once rather than
+    /// after seconds in a queue.
+    #[error("password hashing stage full")]
+    Overloaded,
+
     /// `UNAVAILABLE`: the database cannot be reached or no connection came
     /// free in time. Worth a retry.
     #[error("database unavailable: {0}")]
@@ -69,6 +85,9 @@ impl Error {
 }
 
 pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+/// What an overloaded hashing stage suggests: about the time a short queue
+/// takes to drain.
+const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 pub const INVALID_TOKEN: &str = "missing or invalid access token";
 
 impl From<Error> for Status {
@@ -95,6 +114,15 @@ impl From<Error> for Status {
             Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
             Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
             Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
+            Error::RateLimited { retry_after } => retry_later(
+                "too many requests from this client, retry later",
+                retry_after,
+            ),
+            Error::AccountLocked { retry_after } => retry_later(
+                "too many failed logins for this account, retry later",
+                retry_after,
+            ),
+            Error::Overloaded => retry_later("server busy, retry later", OVERLOAD_RETRY),
             Error::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 Status::unavailable("service temporarily unavailable, retry later")
@@ -105,4 +133,15 @@ impl From<Error> for Status {
             }
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED with the wait in `google.rpc.RetryInfo`, rounded up
+/// to whole seconds so clients never retry a moment too early.
+fn retry_later(message: &str, retry_after: Duration) -> Status {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(Duration::from_secs(seconds))),
+    )
 }

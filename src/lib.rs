@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 mod error;
 pub mod keys;
+pub mod limits;
 pub mod password;
 pub mod service;
 pub mod session;
@@ -34,6 +35,7 @@ use crate::{
     },
     config::Config,
     keys::KeySettings,
+    limits::Limits,
     password::Hasher,
     service::Accounts,
     store::Database,
@@ -74,11 +76,16 @@ impl Application {
             config.token_ttl,
         ));
         let cores = std::thread::available_parallelism().map_or(1, NonZero::get);
-        let hasher = Hasher::new(config.bcrypt_cost, cores).await?;
+        let queue = config.hash_queue.unwrap_or(2 * cores);
+        let hasher = Hasher::new(config.bcrypt_cost, cores, queue).await?;
+        let limits = Limits::new(config.limits.clone())
+            .await
+            .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
         let accounts = Accounts::new(
             database.clone(),
             hasher,
             Arc::clone(&tokens),
+            limits.clone(),
             config.sessions,
         );
         let listener = TcpListener::bind(config.listen)
@@ -88,7 +95,7 @@ impl Application {
             listener,
             database,
             tokens,
-            api: AuthApi::new(accounts, config.password_min_length),
+            api: AuthApi::new(accounts, limits, config.password_min_length),
             reflection: config.reflection,
             shutdown_grace: config.shutdown_grace,
             keys: config.keys.clone(),

@@ -1,8 +1,13 @@
 //! The hashing stage. bcrypt is deliberately slow CPU work: it runs on the
 //! blocking pool, behind a semaphore sized to the cores, so a burst of logins
-//! cannot starve the async workers that serve everything else.
+//! cannot starve the async workers that serve everything else. Past the
+//! permits only a short queue may wait; anything more is refused at once, so
+//! overload shows as fast RESOURCE_EXHAUSTED instead of seconds of latency.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use tokio::sync::Semaphore;
 
@@ -20,11 +25,19 @@ impl PasswordHash {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The work factor the hash was made with.
+    pub fn cost(&self) -> Option<u32> {
+        self.0.split('$').nth(2)?.parse().ok()
+    }
 }
 
 #[derive(Clone)]
 pub struct Hasher {
     permits: Arc<Semaphore>,
+    /// Calls holding a place: hashing now or queued for a permit.
+    places_taken: Arc<AtomicUsize>,
+    places: usize,
     cost: u32,
     /// Verified against when the email is unknown, so that a miss costs the
     /// same time as a wrong password and does not reveal which emails exist.
@@ -32,13 +45,16 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub async fn new(cost: u32, permits: usize) -> Result<Self, Error> {
+    /// `permits` hashes run at once and up to `queue` more calls wait.
+    pub async fn new(cost: u32, permits: usize, queue: usize) -> Result<Self, Error> {
         let dummy = tokio::task::spawn_blocking(move || bcrypt::hash("authd dummy password", cost))
             .await
             .map_err(Error::internal)?
             .map_err(Error::internal)?;
         Ok(Self {
             permits: Arc::new(Semaphore::new(permits)),
+            places_taken: Arc::default(),
+            places: permits + queue,
             cost,
             dummy: PasswordHash(dummy),
         })
@@ -65,24 +81,91 @@ impl Hasher {
         Ok(matched && matches_account)
     }
 
-    /// The permit is taken before the blocking task exists, so waiting calls
-    /// queue here instead of occupying blocking-pool threads, and it is held
-    /// until the hash is done.
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// A place is taken first and refused when none is left. The permit is
+    /// taken before the blocking task exists, so waiting calls queue here
+    /// instead of occupying blocking-pool threads. A call dropped while it
+    /// waits (cancelled, deadline passed) gives its place back and never
+    /// starts a hash; once started, place and permit go with the hash.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> bcrypt::BcryptResult<T> + Send + 'static,
     ) -> Result<T, Error> {
+        let place = Place::take(&self.places_taken, self.places).ok_or(Error::Overloaded)?;
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(Error::internal)?;
         tokio::task::spawn_blocking(move || {
             let result = work();
-            drop(permit);
+            drop((permit, place));
             result
         })
         .await
         .map_err(Error::internal)?
         .map_err(Error::internal)
+    }
+}
+
+/// One place in the hashing stage, given back on drop.
+struct Place(Arc<AtomicUsize>);
+
+impl Place {
+    fn take(taken: &Arc<AtomicUsize>, places: usize) -> Option<Self> {
+        taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < places).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(taken)))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn beyond_the_queue_calls_are_refused_and_places_come_back() {
+        let hasher = Hasher::new(4, 1, 1).await.expect("hasher");
+        let password = Password::parse_existing("a password".into()).expect("password");
+        let hold = Arc::clone(&hasher.permits)
+            .acquire_owned()
+            .await
+            .expect("permit");
+        // One place for the hash the held permit blocks, one queued: full.
+        let first = tokio::spawn({
+            let hasher = hasher.clone();
+            let password = Password::parse_existing("a password".into()).expect("password");
+            async move { hasher.hash(&password).await }
+        });
+        while hasher.places_taken.load(Ordering::Acquire) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let mut second = Box::pin(hasher.hash(&password));
+        assert!(futures_util::poll!(&mut second).is_pending(), "queued");
+        assert!(matches!(
+            hasher.hash(&password).await,
+            Err(Error::Overloaded)
+        ));
+        drop(second);
+        assert_eq!(
+            hasher.places_taken.load(Ordering::Acquire),
+            1,
+            "the cancelled call left"
+        );
+        drop(hold);
+        let hash = first.await.expect("join").expect("hash");
+        assert_eq!(hash.cost(), Some(4));
+        assert_eq!(hasher.places_taken.load(Ordering::Acquire), 0);
     }
 }

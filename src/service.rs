@@ -9,6 +9,7 @@ use chrono::Utc;
 use crate::{
     Error,
     domain::{Credentials, NewUser, Password, User},
+    limits::Limits,
     password::{Hasher, PasswordHash},
     session::RefreshToken,
     store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation},
@@ -33,6 +34,7 @@ pub struct Accounts {
     db: Database,
     hasher: Hasher,
     tokens: Arc<Tokens>,
+    limits: Limits,
     sessions: SessionSettings,
 }
 
@@ -41,12 +43,14 @@ impl Accounts {
         db: Database,
         hasher: Hasher,
         tokens: Arc<Tokens>,
+        limits: Limits,
         sessions: SessionSettings,
     ) -> Self {
         Self {
             db,
             hasher,
             tokens,
+            limits,
             sessions,
         }
     }
@@ -64,9 +68,11 @@ impl Accounts {
             .await
     }
 
-    /// Unknown email and wrong password take the same path through one
-    /// bcrypt verify and end in the same error. Success starts a session.
+    /// Unknown email and wrong password take the same path through the
+    /// account throttle and one bcrypt verify, and end in the same error.
+    /// Success starts a session.
     pub async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
+        self.limits.begin_login(&credentials.email).await?;
         let (user, hash) = self
             .db
             .find_user_by_email(&credentials.email)
@@ -76,10 +82,13 @@ impl Accounts {
             .hasher
             .verify(&credentials.password, hash.as_ref())
             .await?;
-        let user = match user {
-            Some(user) if verified => user,
+        let (user, hash) = match (user, hash) {
+            (Some(user), Some(hash)) if verified => (user, hash),
             _ => return Err(Error::InvalidCredentials),
         };
+        self.limits.login_succeeded(&credentials.email).await;
+        self.rehash_if_outdated(&user, &hash, &credentials.password)
+            .await;
         let refresh = RefreshToken::generate()?;
         let session_id = self
             .db
@@ -159,9 +168,13 @@ impl Accounts {
         new: Password,
     ) -> Result<(), Error> {
         let (user, hash) = self.live_session_user(claims).await?;
+        // The same throttle as Login: a stolen access token must not become
+        // a way to guess the password.
+        self.limits.begin_login(&user.email).await?;
         if !self.hasher.verify(&current, Some(&hash)).await? {
             return Err(Error::WrongPassword);
         }
+        self.limits.login_succeeded(&user.email).await;
         let new_hash = self.hasher.hash(&new).await?;
         self.db
             .change_password(user.id, claims.session_id()?, &new_hash)
@@ -178,6 +191,22 @@ impl Accounts {
             Ok(_) => Ok(Some(claims)),
             Err(Error::InvalidToken) => Ok(None),
             Err(error) => Err(error),
+        }
+    }
+
+    /// A hash made at another cost than the configured one is replaced
+    /// while the password is at hand. Best effort: the login has succeeded
+    /// either way, and a busy hashing stage simply tries next time.
+    async fn rehash_if_outdated(&self, user: &User, stored: &PasswordHash, password: &Password) {
+        if stored.cost() == Some(self.hasher.cost()) {
+            return;
+        }
+        let rehashed = match self.hasher.hash(password).await {
+            Ok(hash) => self.db.replace_password_hash(user.id, stored, &hash).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = rehashed {
+            tracing::warn!(%error, "password rehash skipped");
         }
     }
 

@@ -12,7 +12,12 @@ use tonic::{Request, Response, Status};
 pub use access_log::AccessLogLayer;
 pub use bearer::BearerAuthLayer;
 
-use crate::{Error, service::Accounts, token::Claims};
+use crate::{
+    Error,
+    limits::{Action, Limits},
+    service::Accounts,
+    token::Claims,
+};
 
 /// Code generated from `proto/auth/v1/auth.proto`.
 pub mod proto {
@@ -40,15 +45,25 @@ fn claims<T>(request: &Request<T>) -> Result<&Claims, Error> {
 
 pub struct AuthApi {
     accounts: Accounts,
+    limits: Limits,
     password_min_length: usize,
 }
 
 impl AuthApi {
-    pub fn new(accounts: Accounts, password_min_length: usize) -> Self {
+    pub fn new(accounts: Accounts, limits: Limits, password_min_length: usize) -> Self {
         Self {
             accounts,
+            limits,
             password_min_length,
         }
+    }
+
+    /// Counts the call against its client's rate for `action`.
+    async fn limit_client<T>(&self, action: Action, request: &Request<T>) -> Result<(), Error> {
+        let peer = request.remote_addr().map(|addr| addr.ip());
+        self.limits
+            .check_client(action, request.metadata(), peer)
+            .await
     }
 }
 
@@ -58,6 +73,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<SignupRequest>,
     ) -> Result<Response<SignupResponse>, Status> {
+        self.limit_client(Action::Signup, &request).await?;
         let new_user = convert::new_user(request.into_inner(), self.password_min_length)?;
         let user = self.accounts.signup(new_user).await?;
         Ok(Response::new(SignupResponse {
@@ -69,6 +85,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
+        self.limit_client(Action::Login, &request).await?;
         let credentials = convert::credentials(request.into_inner())?;
         let token = self.accounts.login(credentials).await?;
         Ok(Response::new(token.into()))

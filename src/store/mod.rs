@@ -45,12 +45,14 @@ pub enum Database {
     Sqlite(Pool<SqliteAsync>),
 }
 
-/// How many connections to keep and how long a call may wait for one before
-/// it is answered UNAVAILABLE.
+/// How many connections to keep; how long a call may wait for one, or for
+/// one statement, before it is answered UNAVAILABLE; and how long startup
+/// keeps trying to reach the database.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSettings {
     pub size: usize,
     pub timeout: Duration,
+    pub startup_timeout: Duration,
 }
 
 /// Runs the body with `$conn` bound to a pooled connection of the configured
@@ -75,14 +77,23 @@ macro_rules! with_conn {
 use with_conn;
 
 impl Database {
-    /// Builds the pool and proves the database is reachable with one
-    /// connection, so a wrong URL fails at startup rather than on first call.
+    /// Builds the pool and proves the database is reachable, retrying with
+    /// backoff for up to `startup_timeout` (a database that starts alongside
+    /// authd may need a moment), so a wrong URL fails at startup rather than
+    /// on the first call.
     pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Self, Error> {
         let database = match url {
             DatabaseUrl::Postgres(url) => {
                 use secrecy::ExposeSecret;
-                let manager =
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose_secret());
+                let mut config = ManagerConfig::default();
+                let statement_timeout = settings.timeout;
+                config.custom_setup = Box::new(move |url| {
+                    Box::pin(establish_postgres(url.to_owned(), statement_timeout))
+                });
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    url.expose_secret(),
+                    config,
+                );
                 Self::Postgres(build_pool(manager, settings)?)
             }
             DatabaseUrl::Sqlite(path) => {
@@ -95,8 +106,19 @@ impl Database {
                 Self::Sqlite(build_pool(manager, settings)?)
             }
         };
-        database.ping().await?;
-        Ok(database)
+        let give_up = tokio::time::Instant::now() + settings.startup_timeout;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match database.ping().await {
+                Ok(()) => return Ok(database),
+                Err(error) if tokio::time::Instant::now() + backoff < give_up => {
+                    tracing::warn!(%error, retry_in = ?backoff, "database not reachable yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Applies pending migrations. On PostgreSQL an advisory lock makes
@@ -167,6 +189,25 @@ fn build_pool<M: deadpool::managed::Manager>(
         .map_err(Error::internal)
 }
 
+/// A statement that runs (or waits on a lock) longer than a call may wait
+/// is cancelled, so a stuck query becomes UNAVAILABLE instead of a hang
+/// that also holds a pooled connection.
+async fn establish_postgres(
+    url: String,
+    statement_timeout: Duration,
+) -> ConnectionResult<AsyncPgConnection> {
+    use diesel_async::AsyncConnection;
+    let mut conn = AsyncPgConnection::establish(&url).await?;
+    diesel::sql_query(format!(
+        "SET statement_timeout = {}",
+        statement_timeout.as_millis()
+    ))
+    .execute(&mut conn)
+    .await
+    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
 /// SQLite connections open in WAL mode, so readers never block the writer,
 /// and wait for a busy database instead of failing at once.
 async fn establish_sqlite(path: String) -> ConnectionResult<SqliteAsync> {
@@ -214,8 +255,12 @@ pub(crate) fn query_error(error: QueryError) -> Error {
         QueryError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
             Error::unavailable(error)
         }
-        // SQLite reports a write lock it waited on past busy_timeout this way.
-        QueryError::DatabaseError(_, info) if info.message().contains("database is locked") => {
+        // SQLite reports a write lock it waited on past busy_timeout this
+        // way, PostgreSQL a statement cancelled by statement_timeout.
+        QueryError::DatabaseError(_, info)
+            if info.message().contains("database is locked")
+                || info.message().contains("statement timeout") =>
+        {
             Error::unavailable(error)
         }
         _ => Error::internal(error),

@@ -86,4 +86,24 @@ impl Database {
             .map_err(query_error))?;
         row.map(UserRow::into_user).transpose()
     }
+
+    /// Swaps a password hash for a rehash of the same password, unless the
+    /// password changed in the meantime.
+    pub async fn replace_password_hash(
+        &self,
+        user_id: Uuid,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> Result<(), Error> {
+        with_conn!(self, |conn| diesel::update(
+            users::table
+                .find(user_id.to_string())
+                .filter(users::password_hash.eq(old.as_str()))
+        )
+        .set(users::password_hash.eq(new.as_str()))
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(query_error))
+    }
 }

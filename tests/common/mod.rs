@@ -176,7 +176,9 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// The settings every test app runs with: port 0 and the cheapest bcrypt.
+/// The settings every test app runs with: port 0, the cheapest bcrypt, and
+/// limits out of the way; tests of the limits set their own (the last value
+/// of a flag wins).
 pub fn config(db: &TestDb, extra: &[&str]) -> anyhow::Result<Config> {
     let mut args = vec![
         "authd",
@@ -186,6 +188,12 @@ pub fn config(db: &TestDb, extra: &[&str]) -> anyhow::Result<Config> {
         &db.url,
         "--bcrypt-cost",
         "4",
+        "--login-rate",
+        "100000/min",
+        "--signup-rate",
+        "100000/min",
+        "--hash-queue",
+        "1000",
     ];
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args)?;
