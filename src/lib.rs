@@ -7,6 +7,8 @@ pub mod api;
 pub mod config;
 pub mod domain;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod keys;
 pub mod limits;
 pub mod password;

@@ -9,7 +9,7 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{Error, domain::Password};
 
@@ -60,10 +60,31 @@ impl Hasher {
         })
     }
 
-    pub async fn hash(&self, password: &Password) -> Result<PasswordHash, Error> {
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// A place in the stage and a core to hash on. A place is taken first
+    /// and refused at once when none is left. The permit is taken before any
+    /// blocking task exists, so waiting calls queue here instead of
+    /// occupying blocking-pool threads. A call dropped while it waits
+    /// (cancelled, deadline passed) gives its place back and never hashes.
+    pub async fn slot(&self) -> Result<Slot, Error> {
+        let place = Place::take(&self.places_taken, self.places).ok_or(Error::Overloaded)?;
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(Error::internal)?;
+        Ok(Slot {
+            _place: place,
+            _permit: permit,
+        })
+    }
+
+    pub async fn hash(&self, slot: Slot, password: &Password) -> Result<PasswordHash, Error> {
         let password = password.expose().to_owned();
         let cost = self.cost;
-        self.run(move || bcrypt::hash(password, cost).map(PasswordHash))
+        slot.run(move || bcrypt::hash(password, cost).map(PasswordHash))
             .await
     }
 
@@ -71,37 +92,35 @@ impl Hasher {
     /// there is no account, so both paths take one bcrypt verify.
     pub async fn verify(
         &self,
+        slot: Slot,
         password: &Password,
         stored: Option<&PasswordHash>,
     ) -> Result<bool, Error> {
         let matches_account = stored.is_some();
         let hash = stored.unwrap_or(&self.dummy).0.clone();
         let password = password.expose().to_owned();
-        let matched = self.run(move || bcrypt::verify(password, &hash)).await?;
+        let matched = slot.run(move || bcrypt::verify(password, &hash)).await?;
         Ok(matched && matches_account)
     }
+}
 
-    pub fn cost(&self) -> u32 {
-        self.cost
-    }
+/// The right to run one hash now: a place in the stage and a core.
+pub struct Slot {
+    // Held for their Drop: both are given back when the slot goes.
+    _place: Place,
+    _permit: OwnedSemaphorePermit,
+}
 
-    /// A place is taken first and refused when none is left. The permit is
-    /// taken before the blocking task exists, so waiting calls queue here
-    /// instead of occupying blocking-pool threads. A call dropped while it
-    /// waits (cancelled, deadline passed) gives its place back and never
-    /// starts a hash; once started, place and permit go with the hash.
+impl Slot {
+    /// Once started, the hash keeps its place and permit until it is done,
+    /// even if the caller stops waiting for it.
     async fn run<T: Send + 'static>(
-        &self,
+        self,
         work: impl FnOnce() -> bcrypt::BcryptResult<T> + Send + 'static,
     ) -> Result<T, Error> {
-        let place = Place::take(&self.places_taken, self.places).ok_or(Error::Overloaded)?;
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(Error::internal)?;
         tokio::task::spawn_blocking(move || {
             let result = work();
-            drop((permit, place));
+            drop(self);
             result
         })
         .await
@@ -137,7 +156,6 @@ mod tests {
     #[tokio::test]
     async fn beyond_the_queue_calls_are_refused_and_places_come_back() {
         let hasher = Hasher::new(4, 1, 1).await.expect("hasher");
-        let password = Password::parse_existing("a password".into()).expect("password");
         let hold = Arc::clone(&hasher.permits)
             .acquire_owned()
             .await
@@ -146,17 +164,14 @@ mod tests {
         let first = tokio::spawn({
             let hasher = hasher.clone();
             let password = Password::parse_existing("a password".into()).expect("password");
-            async move { hasher.hash(&password).await }
+            async move { hasher.hash(hasher.slot().await?, &password).await }
         });
         while hasher.places_taken.load(Ordering::Acquire) < 1 {
             tokio::task::yield_now().await;
         }
-        let mut second = Box::pin(hasher.hash(&password));
+        let mut second = Box::pin(hasher.slot());
         assert!(futures_util::poll!(&mut second).is_pending(), "queued");
-        assert!(matches!(
-            hasher.hash(&password).await,
-            Err(Error::Overloaded)
-        ));
+        assert!(matches!(hasher.slot().await, Err(Error::Overloaded)));
         drop(second);
         assert_eq!(
             hasher.places_taken.load(Ordering::Acquire),

@@ -58,7 +58,8 @@ impl Accounts {
     /// Hashes first, then inserts: no connection is held during bcrypt, and
     /// the unique index (not a prior lookup) decides duplicates.
     pub async fn signup(&self, new: NewUser) -> Result<User, Error> {
-        let password_hash = self.hasher.hash(&new.password).await?;
+        let slot = self.hasher.slot().await?;
+        let password_hash = self.hasher.hash(slot, &new.password).await?;
         self.db
             .insert_user(NewUserRecord {
                 email: &new.email,
@@ -72,15 +73,18 @@ impl Accounts {
     /// account throttle and one bcrypt verify, and end in the same error.
     /// Success starts a session.
     pub async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
-        self.limits.begin_login(&credentials.email).await?;
         let (user, hash) = self
             .db
             .find_user_by_email(&credentials.email)
             .await?
             .unzip();
+        let slot = self.hasher.slot().await?;
+        // Counted only now that a hash is about to run: calls refused by a
+        // full stage, or abandoned in its queue, never guessed anything.
+        self.limits.begin_login(&credentials.email).await?;
         let verified = self
             .hasher
-            .verify(&credentials.password, hash.as_ref())
+            .verify(slot, &credentials.password, hash.as_ref())
             .await?;
         let (user, hash) = match (user, hash) {
             (Some(user), Some(hash)) if verified => (user, hash),
@@ -168,14 +172,16 @@ impl Accounts {
         new: Password,
     ) -> Result<(), Error> {
         let (user, hash) = self.live_session_user(claims).await?;
+        let slot = self.hasher.slot().await?;
         // The same throttle as Login: a stolen access token must not become
         // a way to guess the password.
         self.limits.begin_login(&user.email).await?;
-        if !self.hasher.verify(&current, Some(&hash)).await? {
+        if !self.hasher.verify(slot, &current, Some(&hash)).await? {
             return Err(Error::WrongPassword);
         }
         self.limits.login_succeeded(&user.email).await;
-        let new_hash = self.hasher.hash(&new).await?;
+        let slot = self.hasher.slot().await?;
+        let new_hash = self.hasher.hash(slot, &new).await?;
         self.db
             .change_password(user.id, claims.session_id()?, &new_hash)
             .await
@@ -201,8 +207,11 @@ impl Accounts {
         if stored.cost() == Some(self.hasher.cost()) {
             return;
         }
-        let rehashed = match self.hasher.hash(password).await {
-            Ok(hash) => self.db.replace_password_hash(user.id, stored, &hash).await,
+        let rehashed = match self.hasher.slot().await {
+            Ok(slot) => match self.hasher.hash(slot, password).await {
+                Ok(hash) => self.db.replace_password_hash(user.id, stored, &hash).await,
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         if let Err(error) = rehashed {

@@ -394,7 +394,7 @@ where
 /// The token of a single `authorization: Bearer <token>` entry. The scheme
 /// is case-insensitive (RFC 9110); a repeated header is ambiguous and
 /// refused, as is anything that is not visible ASCII.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next()?.to_str().ok()?;
     if values.next().is_some() {

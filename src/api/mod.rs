@@ -4,7 +4,7 @@
 
 mod access_log;
 mod bearer;
-mod convert;
+pub(crate) mod convert;
 pub mod well_known;
 
 use tonic::{Request, Response, Status};

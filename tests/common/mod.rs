@@ -134,11 +134,17 @@ impl TestDb {
         rows.into_iter().next().expect("one row").n
     }
 
+    /// A connection that waits for the app's writes, as the app's own do.
     async fn sqlite(&self) -> SyncConnectionWrapper<SqliteConnection> {
         let path = self.url.trim_start_matches("sqlite://");
-        SyncConnectionWrapper::establish(path)
+        let mut conn = SyncConnectionWrapper::<SqliteConnection>::establish(path)
             .await
-            .expect("open sqlite")
+            .expect("open sqlite");
+        diesel::sql_query("PRAGMA busy_timeout = 5000")
+            .execute(&mut conn)
+            .await
+            .expect("busy_timeout");
+        conn
     }
 }
 
@@ -213,6 +219,11 @@ impl TestApp {
     pub async fn spawn_on(db: std::sync::Arc<TestDb>, extra: &[&str]) -> Self {
         let config = config(&db, extra).expect("test config");
         let app = Application::build(&config).await.expect("build app");
+        Self::serve(app, db)
+    }
+
+    /// Serves an application built by the test itself.
+    pub fn serve(app: Application, db: std::sync::Arc<TestDb>) -> Self {
         let addr = app.local_addr().expect("bound address");
         let (shutdown, stop) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async {
