@@ -12,6 +12,7 @@ use crate::{
     limits::{LimitSettings, Lockout, Rate},
     service::SessionSettings,
     store::PoolSettings,
+    tls::TlsSettings,
 };
 
 #[derive(Debug, Parser)]
@@ -205,6 +206,46 @@ pub struct Settings {
     #[arg(long, env = "AUTHD_SIGNING_KEY_FILE", global = true)]
     pub signing_key_file: Option<PathBuf>,
 
+    /// PEM certificate chain to serve TLS with; needs AUTHD_TLS_KEY_FILE.
+    /// Without it authd serves plaintext. Reloaded on SIGHUP or change.
+    #[arg(
+        long,
+        env = "AUTHD_TLS_CERT_FILE",
+        requires = "tls_key_file",
+        global = true
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of AUTHD_TLS_CERT_FILE.
+    #[arg(
+        long,
+        env = "AUTHD_TLS_KEY_FILE",
+        requires = "tls_cert_file",
+        global = true
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s): with it, every client must present a
+    /// certificate signed by one of them (mutual TLS).
+    #[arg(
+        long,
+        env = "AUTHD_TLS_CLIENT_CA_FILE",
+        requires = "tls_cert_file",
+        global = true
+    )]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Web origins (comma-separated, e.g. https://app.example.com) whose
+    /// pages may call authd with gRPC-Web; `*` allows any. Without it
+    /// browsers' same-origin rules keep other sites' pages out.
+    #[arg(
+        long,
+        env = "AUTHD_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
+
     /// Serve gRPC server reflection (v1 and v1alpha), so tools like grpcurl
     /// need no proto file.
     #[arg(long, env = "AUTHD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set,
@@ -270,6 +311,8 @@ pub struct Config {
     pub audience: String,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
+    pub tls: Option<TlsSettings>,
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
     pub reflection: bool,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -315,6 +358,15 @@ impl TryFrom<Settings> for Config {
             audience: settings.audience,
             bcrypt_cost: settings.bcrypt_cost,
             password_min_length: usize::from(settings.password_min_length),
+            tls: settings
+                .tls_cert_file
+                .zip(settings.tls_key_file)
+                .map(|(cert, key)| TlsSettings {
+                    cert,
+                    key,
+                    client_ca: settings.tls_client_ca_file,
+                }),
+            cors_allowed_origins: settings.cors_allowed_origins,
             reflection: settings.reflection,
             shutdown_grace: settings.shutdown_grace,
             log_format: settings.log_format,

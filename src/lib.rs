@@ -16,12 +16,14 @@ pub mod service;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod verify;
 
 use std::{future::Future, net::SocketAddr, num::NonZero, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
@@ -41,6 +43,7 @@ use crate::{
     password::Hasher,
     service::Accounts,
     store::Database,
+    tls::Tls,
     token::Tokens,
 };
 
@@ -60,6 +63,8 @@ pub struct Application {
     database: Database,
     tokens: Arc<Tokens>,
     api: AuthApi,
+    tls: Option<Tls>,
+    cors: Option<tower_http::cors::CorsLayer>,
     reflection: bool,
     shutdown_grace: Duration,
     keys: KeySettings,
@@ -90,6 +95,14 @@ impl Application {
             limits.clone(),
             config.sessions,
         );
+        let tls = config.tls.clone().map(Tls::load).transpose()?;
+        if tls.is_none() && !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                address = %config.listen,
+                "serving plaintext on a non-loopback address: passwords and tokens cross the \
+                 network unencrypted; set AUTHD_TLS_CERT_FILE and AUTHD_TLS_KEY_FILE"
+            );
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on AUTHD_LISTEN={}", config.listen))?;
@@ -98,6 +111,8 @@ impl Application {
             database,
             tokens,
             api: AuthApi::new(accounts, limits, config.password_min_length),
+            tls,
+            cors: api::web::cors(&config.cors_allowed_origins),
             reflection: config.reflection,
             shutdown_grace: config.shutdown_grace,
             keys: config.keys.clone(),
@@ -144,24 +159,44 @@ impl Application {
             self.keys.refresh,
         );
 
+        let tls_watcher = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         let (began_stopping, stopping_began) = tokio::sync::oneshot::channel();
         let stopping = async {
             shutdown.await;
             watcher.abort();
             key_refresher.abort();
+            if let Some(tls_watcher) = &tls_watcher {
+                tls_watcher.abort();
+            }
             set_health(&reporter, ServingStatus::NotServing).await;
             tracing::info!("shutting down: finishing in-flight calls");
             let _ = began_stopping.send(());
         };
-        tracing::info!(address = %self.listener.local_addr()?, "authd serving gRPC");
-        let serve = Server::builder()
+        tracing::info!(
+            address = %self.listener.local_addr()?,
+            tls = self.tls.is_some(),
+            "authd serving gRPC"
+        );
+        let router = Server::builder()
             // HTTP/1.1 too, so plain HTTP clients can fetch the JWKS.
             .accept_http1(true)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .layer(AccessLogLayer)
-            .add_routes(Routes::from(routes))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping);
+            // CORS outside gRPC-Web, so preflight requests are answered
+            // before any translation.
+            .layer(tower::util::option_layer(self.cors))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_routes(Routes::from(routes));
+        let serve: BoxFuture<'_, Result<(), tonic::transport::Error>> = match self.tls {
+            None => Box::pin(
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping),
+            ),
+            Some(tls) => {
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(self.listener), stopping))
+            }
+        };
         // Streams such as a load balancer's health watch never end by
         // themselves, so waiting for in-flight calls is bounded.
         let grace_over = async {

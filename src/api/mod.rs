@@ -5,6 +5,7 @@
 mod access_log;
 mod bearer;
 pub(crate) mod convert;
+pub mod web;
 pub mod well_known;
 
 use tonic::{Request, Response, Status};
