@@ -262,6 +262,12 @@ pub struct Settings {
     #[arg(long, env = "AUTHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
           global = true)]
     pub log_format: LogFormat,
+
+    /// Address of the admin listener that serves Prometheus metrics at
+    /// /metrics, and nothing else. Off unless set; keep it away from
+    /// clients.
+    #[arg(long, env = "AUTHD_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the data lives. The PostgreSQL URL may hold a password, so it is a
@@ -316,6 +322,7 @@ pub struct Config {
     pub reflection: bool,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl TryFrom<Settings> for Config {
@@ -370,6 +377,7 @@ impl TryFrom<Settings> for Config {
             reflection: settings.reflection,
             shutdown_grace: settings.shutdown_grace,
             log_format: settings.log_format,
+            metrics_listen: settings.metrics_listen,
         })
     }
 }

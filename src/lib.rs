@@ -11,6 +11,7 @@ mod error;
 mod fuzz;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod password;
 pub mod service;
 pub mod session;
@@ -40,6 +41,7 @@ use crate::{
     config::Config,
     keys::KeySettings,
     limits::Limits,
+    metrics::Metrics,
     password::Hasher,
     service::Accounts,
     store::Database,
@@ -68,6 +70,8 @@ pub struct Application {
     reflection: bool,
     shutdown_grace: Duration,
     keys: KeySettings,
+    metrics: Metrics,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -84,8 +88,9 @@ impl Application {
         ));
         let cores = std::thread::available_parallelism().map_or(1, NonZero::get);
         let queue = config.hash_queue.unwrap_or(2 * cores);
-        let hasher = Hasher::new(config.bcrypt_cost, cores, queue).await?;
-        let limits = Limits::new(config.limits.clone())
+        let metrics = Metrics::new();
+        let hasher = Hasher::new(config.bcrypt_cost, cores, queue, &metrics).await?;
+        let limits = Limits::new(config.limits.clone(), &metrics)
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
         let accounts = Accounts::new(
@@ -116,11 +121,18 @@ impl Application {
             reflection: config.reflection,
             shutdown_grace: config.shutdown_grace,
             keys: config.keys.clone(),
+            metrics,
+            metrics_listener: bind_metrics(config.metrics_listen).await?,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, when `AUTHD_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
     }
 
     /// Serves until `shutdown` completes. Health turns NOT_SERVING first, so
@@ -129,6 +141,11 @@ impl Application {
         let (reporter, health) = tonic_health::server::health_reporter();
         set_health(&reporter, ServingStatus::Serving).await;
         let watcher = tokio::spawn(watch_database(self.database.clone(), reporter.clone()));
+        let (stop_metrics, metrics_stop) = tokio::sync::oneshot::channel();
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let router = self.metrics.router(self.database.clone());
+            tokio::spawn(serve_metrics(listener, router, metrics_stop))
+        });
         let key_refresher = tokio::spawn(keys::keep_fresh(
             self.database,
             Arc::clone(&self.tokens),
@@ -138,6 +155,9 @@ impl Application {
         let mut routes = Routes::builder();
         routes.add_service(health).add_service(
             ServiceBuilder::new()
+                // Only AuthService speaks gRPC-Web: tonic-web refuses other
+                // HTTP/1.1 requests, which would include the JWKS.
+                .layer(tonic_web::GrpcWebLayer::new())
                 .layer(BearerAuthLayer::new(Arc::clone(&self.tokens)))
                 .service(
                     AuthServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
@@ -170,6 +190,7 @@ impl Application {
             }
             set_health(&reporter, ServingStatus::NotServing).await;
             tracing::info!("shutting down: finishing in-flight calls");
+            let _ = stop_metrics.send(());
             let _ = began_stopping.send(());
         };
         tracing::info!(
@@ -182,11 +203,9 @@ impl Application {
             .accept_http1(true)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .layer(AccessLogLayer)
-            // CORS outside gRPC-Web, so preflight requests are answered
-            // before any translation.
+            .layer(AccessLogLayer::new(self.metrics))
+            // Preflight requests are answered here, before any routing.
             .layer(tower::util::option_layer(self.cors))
-            .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(Routes::from(routes));
         let serve: BoxFuture<'_, Result<(), tonic::transport::Error>> = match self.tls {
             None => Box::pin(
@@ -205,14 +224,51 @@ impl Application {
             }
             tokio::time::sleep(self.shutdown_grace).await;
         };
-        tokio::select! {
+        let served = tokio::select! {
             biased;
             served = serve => served.context("gRPC server failed"),
             () = grace_over => {
                 tracing::warn!("shutdown grace period over: dropping the calls still open");
                 Ok(())
             }
+        };
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.await.context("metrics listener panicked")?;
         }
+        served
+    }
+}
+
+/// Binds the admin listener, if one is configured.
+async fn bind_metrics(address: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on AUTHD_METRICS_LISTEN={address}"))?;
+    Ok(Some(listener))
+}
+
+/// Serves the metrics router on its own listener, apart from the gRPC port
+/// so metrics never face clients, until `stop` fires or is dropped (which
+/// happens if the gRPC server fails). A scrape in progress is finished.
+async fn serve_metrics(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "authd serving metrics at {}", metrics::PATH);
+    }
+    let stopped = async {
+        let _ = stop.await;
+    };
+    if let Err(error) = axum::serve(listener, router)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        tracing::error!(%error, "metrics listener failed");
     }
 }
 

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
-use crate::{Error, domain::Email};
+use crate::{Error, domain::Email, metrics::Metrics};
 
 /// `count` events per `per`, e.g. `60/min`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,7 @@ pub enum Action {
 pub struct Limits {
     counters: Counters,
     settings: Arc<LimitSettings>,
+    metrics: Metrics,
 }
 
 #[derive(Clone)]
@@ -111,8 +112,9 @@ enum Counters {
 
 impl Limits {
     /// Connects to Redis when configured; fails if it cannot be reached, so
-    /// a replica never starts with limits that silently differ.
-    pub async fn new(settings: LimitSettings) -> Result<Self, Error> {
+    /// a replica never starts with limits that silently differ. Refusals
+    /// are counted in `metrics`.
+    pub async fn new(settings: LimitSettings, metrics: &Metrics) -> Result<Self, Error> {
         let counters = match &settings.redis_url {
             None => Counters::Memory(Arc::default()),
             Some(url) => {
@@ -132,6 +134,7 @@ impl Limits {
         Ok(Self {
             counters,
             settings: Arc::new(settings),
+            metrics: metrics.clone(),
         })
     }
 
@@ -150,7 +153,10 @@ impl Limits {
         let key = format!("{}rate:{name}:{client}", self.settings.redis_prefix);
         match self.counters.hit(&key, rate).await {
             Ok(None) => Ok(()),
-            Ok(Some(retry_after)) => Err(Error::RateLimited { retry_after }),
+            Ok(Some(retry_after)) => {
+                self.metrics.client_throttled(action);
+                Err(Error::RateLimited { retry_after })
+            }
             Err(error) => fail_open(error),
         }
     }
@@ -162,7 +168,10 @@ impl Limits {
         let key = self.account_key(email);
         match self.counters.attempt(&key, self.settings.lockout).await {
             Ok(None) => Ok(()),
-            Ok(Some(retry_after)) => Err(Error::AccountLocked { retry_after }),
+            Ok(Some(retry_after)) => {
+                self.metrics.account_throttled();
+                Err(Error::AccountLocked { retry_after })
+            }
             Err(error) => fail_open(error),
         }
     }

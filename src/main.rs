@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    let _telemetry = telemetry::init(config.log_format);
 
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => match Application::build(&config).await {

@@ -4,14 +4,17 @@
 //! permits only a short queue may wait; anything more is refused at once, so
 //! overload shows as fast RESOURCE_EXHAUSTED instead of seconds of latency.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{Error, domain::Password};
+use crate::{Error, domain::Password, metrics::Metrics};
 
 /// A bcrypt hash in its modular-crypt text form, as stored.
 #[derive(Debug, Clone)]
@@ -42,11 +45,18 @@ pub struct Hasher {
     /// Verified against when the email is unknown, so that a miss costs the
     /// same time as a wrong password and does not reveal which emails exist.
     dummy: PasswordHash,
+    metrics: Metrics,
 }
 
 impl Hasher {
-    /// `permits` hashes run at once and up to `queue` more calls wait.
-    pub async fn new(cost: u32, permits: usize, queue: usize) -> Result<Self, Error> {
+    /// `permits` hashes run at once and up to `queue` more calls wait; the
+    /// stage reports its depth, waits and refusals to `metrics`.
+    pub async fn new(
+        cost: u32,
+        permits: usize,
+        queue: usize,
+        metrics: &Metrics,
+    ) -> Result<Self, Error> {
         let dummy = tokio::task::spawn_blocking(move || bcrypt::hash("authd dummy password", cost))
             .await
             .map_err(Error::internal)?
@@ -57,6 +67,7 @@ impl Hasher {
             places: permits + queue,
             cost,
             dummy: PasswordHash(dummy),
+            metrics: metrics.clone(),
         })
     }
 
@@ -70,11 +81,16 @@ impl Hasher {
     /// occupying blocking-pool threads. A call dropped while it waits
     /// (cancelled, deadline passed) gives its place back and never hashes.
     pub async fn slot(&self) -> Result<Slot, Error> {
-        let place = Place::take(&self.places_taken, self.places).ok_or(Error::Overloaded)?;
+        let Some(place) = Place::take(&self.places_taken, self.places, &self.metrics) else {
+            self.metrics.hash_rejected();
+            return Err(Error::Overloaded);
+        };
+        let queued = Instant::now();
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(Error::internal)?;
+        self.metrics.hash_waited(queued.elapsed());
         Ok(Slot {
             _place: place,
             _permit: permit,
@@ -130,22 +146,30 @@ impl Slot {
 }
 
 /// One place in the hashing stage, given back on drop.
-struct Place(Arc<AtomicUsize>);
+struct Place {
+    taken: Arc<AtomicUsize>,
+    metrics: Metrics,
+}
 
 impl Place {
-    fn take(taken: &Arc<AtomicUsize>, places: usize) -> Option<Self> {
+    fn take(taken: &Arc<AtomicUsize>, places: usize, metrics: &Metrics) -> Option<Self> {
         taken
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < places).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Self(Arc::clone(taken)))
+            .ok()?;
+        metrics.hash_entered();
+        Some(Self {
+            taken: Arc::clone(taken),
+            metrics: metrics.clone(),
+        })
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.taken.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.hash_left();
     }
 }
 
@@ -155,7 +179,8 @@ mod tests {
 
     #[tokio::test]
     async fn beyond_the_queue_calls_are_refused_and_places_come_back() {
-        let hasher = Hasher::new(4, 1, 1).await.expect("hasher");
+        let metrics = Metrics::new();
+        let hasher = Hasher::new(4, 1, 1, &metrics).await.expect("hasher");
         let hold = Arc::clone(&hasher.permits)
             .acquire_owned()
             .await
@@ -172,6 +197,9 @@ mod tests {
         let mut second = Box::pin(hasher.slot());
         assert!(futures_util::poll!(&mut second).is_pending(), "queued");
         assert!(matches!(hasher.slot().await, Err(Error::Overloaded)));
+        let body = metrics.encode().expect("metrics");
+        assert!(body.contains("\nauthd_hash_rejected_total 1\n"), "{body}");
+        assert!(body.contains("\nauthd_hash_queue_depth 2\n"), "{body}");
         drop(second);
         assert_eq!(
             hasher.places_taken.load(Ordering::Acquire),
@@ -182,5 +210,11 @@ mod tests {
         let hash = first.await.expect("join").expect("hash");
         assert_eq!(hash.cost(), Some(4));
         assert_eq!(hasher.places_taken.load(Ordering::Acquire), 0);
+        let body = metrics.encode().expect("metrics");
+        assert!(body.contains("\nauthd_hash_queue_depth 0\n"), "{body}");
+        assert!(
+            body.contains("\nauthd_hash_wait_seconds_count 1\n"),
+            "{body}"
+        );
     }
 }

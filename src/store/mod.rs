@@ -173,6 +173,14 @@ impl Database {
             .map(drop)
             .map_err(query_error))
     }
+
+    /// How many connections the pool holds, lends and may open right now.
+    pub fn pool_status(&self) -> deadpool::Status {
+        match self {
+            Self::Postgres(pool) => pool.status(),
+            Self::Sqlite(pool) => pool.status(),
+        }
+    }
 }
 
 fn build_pool<M: deadpool::managed::Manager>(

@@ -1,0 +1,385 @@
+//! Prometheus metrics, served in the OpenMetrics text format at `/metrics` on
+//! the admin listener (`AUTHD_METRICS_LISTEN`), never on the client-facing
+//! port.
+//!
+//! Each [`Application`](crate::Application) has a registry of its own rather
+//! than a process-wide one, so applications started side by side (tests,
+//! embedders) never mix their numbers.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use crate::{limits::Action, store::Database};
+
+/// Where the admin listener serves the metrics; every other path is 404.
+pub const PATH: &str = "/metrics";
+
+/// What [`text::encode`] writes.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// From 1 ms (a token call on a warm pool) to 5 s (far past a cost-12 bcrypt
+/// hash, 0.2 to 0.3 s, or a queue behind a few of them).
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The label for every call that reached no route. Clients choose the path,
+/// so labelling those by it would let anyone grow the series without bound.
+const UNROUTED: &str = "unknown";
+
+/// The one method whose UNAUTHENTICATED means exactly "unknown email or
+/// wrong password" (see `Error::InvalidCredentials`).
+const LOGIN: &str = "/auth.v1.AuthService/Login";
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: String,
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// Handles on every series authd exports; cheap to clone, all clones count
+/// into the same registry.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    hash_queue_depth: Gauge,
+    hash_wait_seconds: Histogram,
+    hash_rejected: Counter,
+    login_failures: Counter,
+    login_throttled: Family<ReasonLabels, Counter>,
+    signup_throttled: Counter,
+    pool_connections: Family<StateLabels, Gauge>,
+    pool_max_connections: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every series at zero.
+    pub fn new() -> Self {
+        let calls = Family::<CallLabels, Counter>::default();
+        let call_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let hash_queue_depth = Gauge::default();
+        let hash_wait_seconds = latency_histogram();
+        let hash_rejected = Counter::default();
+        let login_failures = Counter::default();
+        let login_throttled = Family::<ReasonLabels, Counter>::default();
+        let signup_throttled = Counter::default();
+        let pool_connections = Family::<StateLabels, Gauge>::default();
+        let pool_max_connections = Gauge::default();
+        // Series that exist from the start read 0 instead of missing, so
+        // rate() and alerts work before the first event.
+        for reason in ["client", "account"] {
+            let _ = login_throttled.get_or_create(&ReasonLabels { reason });
+        }
+
+        let mut registry = Registry::with_prefix("authd");
+        registry.register(
+            "grpc_requests",
+            "gRPC calls answered, by method and status code",
+            calls.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_request_duration",
+            "Time from a call's arrival to its response headers, by method",
+            Unit::Seconds,
+            call_seconds.clone(),
+        );
+        registry.register(
+            "hash_queue_depth",
+            "Calls holding a place in the password hashing stage: hashing or queued",
+            hash_queue_depth.clone(),
+        );
+        registry.register_with_unit(
+            "hash_wait",
+            "Time a call waited in the hashing queue for a core",
+            Unit::Seconds,
+            hash_wait_seconds.clone(),
+        );
+        registry.register(
+            "hash_rejected",
+            "Calls refused RESOURCE_EXHAUSTED because the hashing stage was full",
+            hash_rejected.clone(),
+        );
+        registry.register(
+            "login_failures",
+            "Login calls refused for an unknown email or a wrong password",
+            login_failures.clone(),
+        );
+        registry.register(
+            "login_throttled",
+            "Login calls refused by the client rate limit (client) or the per-account \
+             throttle, which ChangePassword shares (account)",
+            login_throttled.clone(),
+        );
+        registry.register(
+            "signup_throttled",
+            "Signup calls refused by the client rate limit",
+            signup_throttled.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Open database connections: lent to a call (in_use) or idle in the pool",
+            pool_connections.clone(),
+        );
+        registry.register(
+            "db_pool_max_connections",
+            "Most database connections the pool opens (AUTHD_DB_POOL_SIZE)",
+            pool_max_connections.clone(),
+        );
+
+        Self(Arc::new(Inner {
+            registry,
+            calls,
+            call_seconds,
+            hash_queue_depth,
+            hash_wait_seconds,
+            hash_rejected,
+            login_failures,
+            login_throttled,
+            signup_throttled,
+            pool_connections,
+            pool_max_connections,
+        }))
+    }
+
+    /// The router of the admin listener: `GET /metrics`, and 404 for
+    /// anything else. Pool figures are read from `database` at each scrape.
+    pub fn router(&self, database: Database) -> Router {
+        Router::new()
+            .route(PATH, get(scrape))
+            .fallback(|| async { StatusCode::NOT_FOUND })
+            .with_state((self.clone(), database))
+    }
+
+    /// The whole registry in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        text::encode(&mut body, &self.0.registry)?;
+        Ok(body)
+    }
+
+    /// One gRPC call, answered with `code` (its canonical name, e.g.
+    /// `UNAUTHENTICATED`) after `elapsed`.
+    pub(crate) fn record_call(&self, method: &str, code: &'static str, elapsed: Duration) {
+        // Every path that reaches no route is answered UNIMPLEMENTED.
+        let method = if code == "UNIMPLEMENTED" {
+            UNROUTED
+        } else {
+            method
+        };
+        let inner = &self.0;
+        inner
+            .calls
+            .get_or_create(&CallLabels {
+                method: method.to_owned(),
+                code,
+            })
+            .inc();
+        inner
+            .call_seconds
+            .get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if method == LOGIN && code == "UNAUTHENTICATED" {
+            inner.login_failures.inc();
+        }
+    }
+
+    /// A call took a place in the hashing stage; [`Metrics::hash_left`]
+    /// gives it back.
+    pub(crate) fn hash_entered(&self) {
+        self.0.hash_queue_depth.inc();
+    }
+
+    pub(crate) fn hash_left(&self) {
+        self.0.hash_queue_depth.dec();
+    }
+
+    /// A call waited `wait` for a hashing permit.
+    pub(crate) fn hash_waited(&self, wait: Duration) {
+        self.0.hash_wait_seconds.observe(wait.as_secs_f64());
+    }
+
+    pub(crate) fn hash_rejected(&self) {
+        self.0.hash_rejected.inc();
+    }
+
+    /// The client rate limit for `action` refused a call.
+    pub(crate) fn client_throttled(&self, action: Action) {
+        match action {
+            Action::Login => self.login_throttled("client"),
+            Action::Signup => {
+                self.0.signup_throttled.inc();
+            }
+        }
+    }
+
+    /// The per-account throttle refused a login attempt.
+    pub(crate) fn account_throttled(&self) {
+        self.login_throttled("account");
+    }
+
+    fn login_throttled(&self, reason: &'static str) {
+        self.0
+            .login_throttled
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    fn record_pool(&self, status: deadpool::Status) {
+        let inner = &self.0;
+        let in_use = status.size.saturating_sub(status.available);
+        for (state, count) in [("in_use", in_use), ("idle", status.available)] {
+            inner
+                .pool_connections
+                .get_or_create(&StateLabels { state })
+                .set(gauge_value(count));
+        }
+        inner.pool_max_connections.set(gauge_value(status.max_size));
+    }
+}
+
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+async fn scrape(State((metrics, database)): State<(Metrics, Database)>) -> Response {
+    metrics.record_pool(database.pool_status());
+    match metrics.encode() {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample named exactly `series` (name and labels).
+    fn sample(metrics: &Metrics, series: &str) -> Option<f64> {
+        let body = metrics.encode().expect("encode");
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    }
+
+    #[test]
+    fn calls_are_counted_by_method_and_code_and_unrouted_paths_share_a_label() {
+        let metrics = Metrics::new();
+        metrics.record_call(LOGIN, "OK", Duration::from_millis(3));
+        metrics.record_call(LOGIN, "UNAUTHENTICATED", Duration::from_millis(3));
+        metrics.record_call("/x.Y/Z", "UNIMPLEMENTED", Duration::ZERO);
+        metrics.record_call("/x.Y/W", "UNIMPLEMENTED", Duration::ZERO);
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"authd_grpc_requests_total{method="/auth.v1.AuthService/Login",code="OK"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"authd_grpc_requests_total{method="unknown",code="UNIMPLEMENTED"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(sample(&metrics, "authd_login_failures_total"), Some(1.0));
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"authd_grpc_request_duration_seconds_bucket{le="0.005",method="/auth.v1.AuthService/Login"}"#
+            ),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn throttles_are_counted_by_reason_and_start_at_zero() {
+        let metrics = Metrics::new();
+        assert_eq!(
+            sample(&metrics, r#"authd_login_throttled_total{reason="account"}"#),
+            Some(0.0)
+        );
+        metrics.account_throttled();
+        metrics.client_throttled(Action::Login);
+        metrics.client_throttled(Action::Signup);
+        metrics.client_throttled(Action::Signup);
+        assert_eq!(
+            sample(&metrics, r#"authd_login_throttled_total{reason="account"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&metrics, r#"authd_login_throttled_total{reason="client"}"#),
+            Some(1.0)
+        );
+        assert_eq!(sample(&metrics, "authd_signup_throttled_total"), Some(2.0));
+    }
+
+    #[test]
+    fn pool_status_becomes_gauges() {
+        let metrics = Metrics::new();
+        metrics.record_pool(deadpool::Status {
+            max_size: 10,
+            size: 4,
+            available: 3,
+            waiting: 0,
+        });
+        assert_eq!(
+            sample(&metrics, r#"authd_db_pool_connections{state="in_use"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&metrics, r#"authd_db_pool_connections{state="idle"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&metrics, "authd_db_pool_max_connections"),
+            Some(10.0)
+        );
+    }
+}

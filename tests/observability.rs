@@ -1,0 +1,243 @@
+//! Metrics on the admin listener, and request ids on every call.
+
+mod common;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use authd::{
+    Application,
+    api::proto::{GetMeRequest, SignupRequest},
+};
+use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests};
+use tonic::{Code, Request, metadata::MetadataMap};
+
+/// An app with its admin listener on a free port, and that port.
+async fn spawn_with_metrics(backend: Backend, extra: &[&str]) -> (TestApp, SocketAddr) {
+    let db = Arc::new(TestDb::new(backend).await);
+    let mut args = vec!["--metrics-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let config = common::config(&db, &args).expect("test config");
+    let app = Application::build(&config).await.expect("build app");
+    let metrics = app.metrics_addr().expect("a metrics listener");
+    (TestApp::serve(app, db), metrics)
+}
+
+/// GET over HTTP/1.1: status, content type and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let uri: http::Uri = format!("http://{addr}{path}").parse().expect("uri");
+    let response = client.get(uri).await.expect("http get");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|value| value.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = String::from_utf8(body.to_vec()).expect("utf-8 body");
+    (status, content_type, body)
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let (status, content_type, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    body
+}
+
+/// The value of the sample named exactly `series`, labels included.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().expect("a number"))
+}
+
+fn calls(method: &str, code: &str) -> String {
+    format!(r#"authd_grpc_requests_total{{method="/auth.v1.AuthService/{method}",code="{code}"}}"#)
+}
+
+async fn metrics_count_calls_failures_hashing_and_the_pool(backend: Backend) {
+    let (app, metrics) = spawn_with_metrics(backend, &[]).await;
+    app.signup("ada@example.com", PASSWORD, "Ada")
+        .await
+        .expect("signup");
+    let wrong = app
+        .login("ada@example.com", "not the password")
+        .await
+        .expect_err("wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let anonymous = app.get_me_with(None).await.expect_err("no token");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    let body = scrape(metrics).await;
+    let value = |series: &str| sample(&body, series).unwrap_or_else(|| panic!("{series}:\n{body}"));
+    assert_eq!(value(&calls("Signup", "OK")), 1.0);
+    assert_eq!(value(&calls("Login", "UNAUTHENTICATED")), 1.0);
+    assert_eq!(value(&calls("GetMe", "UNAUTHENTICATED")), 1.0);
+    assert_eq!(sample(&body, &calls("Login", "OK")), None);
+    assert_eq!(
+        value(r#"authd_grpc_request_duration_seconds_count{method="/auth.v1.AuthService/Signup"}"#),
+        1.0
+    );
+    assert_eq!(value("authd_login_failures_total"), 1.0);
+    assert_eq!(
+        value(r#"authd_login_throttled_total{reason="client"}"#),
+        0.0
+    );
+    // Signup hashed once and Login verified once, neither waiting long.
+    assert_eq!(value("authd_hash_wait_seconds_count"), 2.0);
+    assert_eq!(value("authd_hash_queue_depth"), 0.0);
+    assert_eq!(value("authd_hash_rejected_total"), 0.0);
+    assert_eq!(value("authd_db_pool_max_connections"), 10.0);
+    // The health check may hold a connection at any moment.
+    let open = value(r#"authd_db_pool_connections{state="in_use"}"#)
+        + value(r#"authd_db_pool_connections{state="idle"}"#);
+    assert!((1.0..=10.0).contains(&open), "{open} connections open");
+    app.stop().await;
+}
+
+backend_tests!(metrics_count_calls_failures_hashing_and_the_pool);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_only_on_the_admin_listener_and_stop_with_the_app() {
+    let (app, metrics) = spawn_with_metrics(Backend::Sqlite, &[]).await;
+    let (status, _, _) = app.http_get("/metrics", true).await;
+    assert_eq!(status, 404, "metrics on the gRPC port");
+    for path in ["/", "/metrics/", "/.well-known/jwks.json"] {
+        let (status, _, _) = get(metrics, path).await;
+        assert_eq!(status, 404, "{path} on the admin listener");
+    }
+    scrape(metrics).await;
+    app.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(metrics).await.is_err(),
+        "the admin listener closes with the app"
+    );
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let config = common::config(&db, &[]).expect("test config");
+    let app = Application::build(&config).await.expect("build app");
+    assert_eq!(app.metrics_addr(), None, "off unless configured");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_are_counted_by_reason() {
+    let (app, metrics) = spawn_with_metrics(
+        Backend::Sqlite,
+        &["--login-rate", "2/min", "--lockout-threshold", "1"],
+    )
+    .await;
+    app.signup("ada@example.com", PASSWORD, "Ada")
+        .await
+        .expect("signup");
+    let codes = [
+        Code::Unauthenticated,   // the one failure the threshold allows
+        Code::ResourceExhausted, // the account must wait
+        Code::ResourceExhausted, // the client is past its rate
+    ];
+    for expected in codes {
+        let refused = app
+            .login("ada@example.com", "not the password")
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), expected, "{refused:?}");
+    }
+    let body = scrape(metrics).await;
+    assert_eq!(
+        sample(&body, r#"authd_login_throttled_total{reason="account"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, r#"authd_login_throttled_total{reason="client"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, &calls("Login", "RESOURCE_EXHAUSTED")),
+        Some(2.0)
+    );
+    assert_eq!(sample(&body, "authd_login_failures_total"), Some(1.0));
+}
+
+fn request_id(metadata: &MetadataMap) -> &str {
+    metadata
+        .get("x-request-id")
+        .expect("an x-request-id in the answer")
+        .to_str()
+        .expect("ascii")
+}
+
+fn assert_generated(id: &str) {
+    let uuid = uuid::Uuid::try_parse(id).unwrap_or_else(|_| panic!("{id} is not a UUID"));
+    assert_eq!(uuid.get_version_num(), 7, "{id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_or_generated_on_every_answer() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut client = app.client().await;
+    let with_id = |id: &str| {
+        let mut request = Request::new(GetMeRequest {});
+        request
+            .metadata_mut()
+            .insert("x-request-id", id.parse().expect("metadata value"));
+        request
+    };
+
+    // Refused by the bearer layer, before any handler.
+    let refused = client
+        .get_me(with_id("trace-me-42"))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(request_id(refused.metadata()), "trace-me-42");
+
+    let refused = client
+        .get_me(Request::new(GetMeRequest {}))
+        .await
+        .expect_err("no token");
+    assert_generated(request_id(refused.metadata()));
+
+    // Unsafe to log as sent: replaced.
+    let too_long = "a".repeat(129);
+    for unsafe_id in ["has a space", too_long.as_str()] {
+        let refused = client
+            .get_me(with_id(unsafe_id))
+            .await
+            .expect_err("no token");
+        assert_generated(request_id(refused.metadata()));
+    }
+
+    let signup = || SignupRequest {
+        email: "ada@example.com".into(),
+        password: PASSWORD.into(),
+        username: "Ada".into(),
+    };
+    let mut request = Request::new(signup());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "signup-1".parse().expect("metadata value"));
+    let created = client.signup(request).await.expect("signup");
+    assert_eq!(request_id(created.metadata()), "signup-1");
+    let taken = client
+        .signup(Request::new(signup()))
+        .await
+        .expect_err("email taken");
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    assert_generated(request_id(taken.metadata()));
+
+    // Plain HTTP answers carry one too.
+    let (status, headers, _) = app.http_get("/.well-known/jwks.json", true).await;
+    assert_eq!(status, 200);
+    assert_generated(headers["x-request-id"].to_str().expect("ascii"));
+}
