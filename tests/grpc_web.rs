@@ -19,14 +19,7 @@ fn prepare_web_client() -> &'static Path {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !*ready {
-        if !dir.join("node_modules").exists() {
-            let installed = Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(dir)
-                .status()
-                .expect("npm");
-            assert!(installed.success(), "npm install in {}", dir.display());
-        }
+        common::node_modules(dir);
         let generated = Command::new("npm")
             .args(["run", "--silent", "generate"])
             .current_dir(dir)

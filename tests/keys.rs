@@ -1,9 +1,7 @@
 mod common;
 
 use std::{
-    path::PathBuf,
     process::Command,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -157,48 +155,6 @@ async fn keys_rotate_on_schedule(backend: Backend) {
     app.get_me(&new_token).await.expect("new tokens verify");
 }
 
-/// A virtualenv with PyJWT, made once per test run from
-/// tests/python/requirements.txt.
-fn python_with_pyjwt() -> PathBuf {
-    static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut venv = VENV
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(python) = venv.as_ref() {
-        return python.clone();
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyjwt-venv");
-    let python = dir.join("bin").join("python");
-    let requirements = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/requirements.txt");
-    let ready = Command::new(&python)
-        .args(["-c", "import jwt"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ready {
-        let created = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .expect("python3 -m venv");
-        assert!(created.success());
-        let installed = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(requirements)
-            .status()
-            .expect("pip install");
-        assert!(installed.success(), "pip install -r {requirements}");
-    }
-    *venv = Some(python.clone());
-    python
-}
-
 async fn pyjwt_verifies_tokens_against_the_jwks(backend: Backend) {
     let app = TestApp::spawn_with(backend, &["--key-refresh", "1s"]).await;
     let (user, old_token) = app.user_with_token(EMAIL).await;
@@ -222,9 +178,11 @@ async fn pyjwt_verifies_tokens_against_the_jwks(backend: Backend) {
     assert!(rotated.success());
     let new_token = wait_for_new_signing_key(&app, &jwt_kid(&old_token)).await;
 
-    let python = tokio::task::spawn_blocking(python_with_pyjwt)
-        .await
-        .expect("venv");
+    let python = tokio::task::spawn_blocking(|| {
+        common::venv("pyjwt-venv", "tests/python/requirements.txt").join("bin/python")
+    })
+    .await
+    .expect("venv");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/verify_with_jwks.py"

@@ -427,3 +427,68 @@ pub fn write_key_file(db: &TestDb) -> (PathBuf, String) {
     std::fs::write(&path, key.pkcs8_pem()).expect("write key");
     (path, key.pkcs8_pem().to_owned())
 }
+
+/// A virtualenv under the test target dir built from `requirements` (a path
+/// from the crate root); returns the venv's directory. A copy of the
+/// requirements, written last, marks a complete venv that matches them, so
+/// a changed pin rebuilds it. Tests run in parallel: the first to need a
+/// venv builds it, the rest wait.
+pub fn venv(name: &str, requirements: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let requirements = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(requirements);
+    let wanted = std::fs::read_to_string(&requirements).expect("requirements");
+    let stamp = dir.join("requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_ref() != Some(&wanted) {
+        let created = std::process::Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir)
+            .status()
+            .expect("python3 -m venv");
+        assert!(created.success());
+        let installed = std::process::Command::new(dir.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements)
+            .status()
+            .expect("pip install");
+        assert!(
+            installed.success(),
+            "pip install -r {}",
+            requirements.display()
+        );
+        std::fs::write(&stamp, wanted).expect("write stamp");
+    }
+    dir
+}
+
+/// Installs `dir`'s npm packages when node_modules is missing or older than
+/// the lockfile (npm writes its hidden lockfile last, so its age is the
+/// install's). `npm install` rather than `npm ci`: npm 11 writes lockfiles
+/// that its own `ci` rejects when a package has per-platform optional
+/// dependencies; the lockfile and exact pins still decide the versions.
+pub fn node_modules(dir: &std::path::Path) {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(dir.join("package-lock.json")) {
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir)
+            .status()
+            .expect("npm install");
+        assert!(status.success(), "npm install in {}", dir.display());
+    }
+}

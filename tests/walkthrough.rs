@@ -1,0 +1,67 @@
+//! Runs the README's grpcurl walk-through against a live authd, so the
+//! documented commands cannot drift from what the service does.
+mod common;
+
+use std::{env, fs, process::Command};
+
+use common::{Backend, TestApp};
+
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_grpcurl_walkthrough_runs() {
+    let readme = fs::read_to_string(README).expect("README.md");
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let script = walkthrough(&readme).replace("127.0.0.1:50051", &app.addr.to_string());
+    let email = script
+        .split_once(r#""email": ""#)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .expect("the walk-through signs up an email")
+        .0
+        .to_owned();
+
+    let mut path = vec![
+        tokio::task::spawn_blocking(|| {
+            common::venv("grpcurl-venv", "tests/walkthrough-requirements.txt").join("bin")
+        })
+        .await
+        .expect("venv"),
+    ];
+    path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    let path = env::join_paths(path).expect("PATH");
+    // One shell, as a reader would use: later commands read the variables
+    // earlier ones set.
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .env("PATH", path)
+            .output()
+            .expect("run bash")
+    })
+    .await
+    .expect("join");
+
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let answers = stdout.matches(&format!(r#""email": "{email}""#)).count();
+    assert_eq!(answers, 2, "Signup and GetMe name {email}: {stdout}");
+    assert!(stdout.contains(r#""active": true"#), "{stdout}");
+    assert!(stdout.contains(r#""kty":"OKP""#), "the JWKS: {stdout}");
+}
+
+/// The first two ```sh blocks under "## Try it with grpcurl": the tour, and
+/// the rest of a session's life that continues in the same shell.
+fn walkthrough(readme: &str) -> String {
+    let (_, section) = readme
+        .split_once("\n## Try it with grpcurl\n")
+        .expect("the README has the grpcurl section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .take(2)
+        .map(|block| block.split_once("```").expect("a closed code block").0)
+        .collect();
+    assert_eq!(blocks.len(), 2, "two sh blocks in {section}");
+    blocks.join("\n")
+}
