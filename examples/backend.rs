@@ -9,7 +9,9 @@
 //!   -H "authorization: Bearer $TOKEN" 127.0.0.1:50052 greeter.v1.GreeterService/Greet
 //! ```
 //!
-//! Settings: `AUTHD_JWKS_URL`, `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must
+//! Settings: `AUTHD_JWKS_URL` (http:// or https://), `AUTHD_JWKS_CA_FILE`
+//! (the PEM CA to trust for an https:// JWKS instead of the system's roots),
+//! `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must
 //! match authd's) and `GREETER_LISTEN`.
 
 use std::{env::VarError, future::Future, net::SocketAddr, sync::Arc};
@@ -95,9 +97,15 @@ async fn main() -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("GREETER_LISTEN={listen} is not an address"))?;
 
-    let verifier = JwksVerifier::new(jwks_url, &issuer, &audience)
-        .await
-        .context("cannot get authd's keys from AUTHD_JWKS_URL")?;
+    let ca_file = setting("AUTHD_JWKS_CA_FILE", "")?;
+    let verifier = if ca_file.is_empty() {
+        JwksVerifier::new(jwks_url, &issuer, &audience).await
+    } else {
+        let ca = std::fs::read(&ca_file)
+            .with_context(|| format!("cannot read AUTHD_JWKS_CA_FILE={ca_file}"))?;
+        JwksVerifier::with_ca(jwks_url, &ca, &issuer, &audience).await
+    }
+    .context("cannot get authd's keys from AUTHD_JWKS_URL")?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on GREETER_LISTEN={listen}"))?;

@@ -33,12 +33,18 @@ use http::{
 };
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
 use jsonwebtoken::{DecodingKey, Validation};
 use tokio::sync::Mutex;
+use tokio_rustls::rustls::{
+    ClientConfig, RootCertStore,
+    crypto::ring,
+    pki_types::{CertificateDer, pem::PemObject},
+};
 use tonic::{Status, body::Body, server::NamedService};
 use tower::{Layer, Service};
 
@@ -60,6 +66,7 @@ const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
 const MAX_AGE_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// Whatever checks access tokens for [`RequireBearerLayer`]: authd's own
 /// [`Tokens`], or a [`JwksVerifier`] in another service.
@@ -79,9 +86,12 @@ impl TokenVerifier for Tokens {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// The URL is not `http://host/...`; TLS is not supported.
-    #[error("the JWKS URL must be an absolute http:// URL, not {0}")]
+    /// The URL is not `http://host/...` or `https://host/...`.
+    #[error("the JWKS URL must be an absolute http:// or https:// URL, not {0}")]
     Url(Uri),
+    /// The CA certificates given for an `https://` JWKS cannot be used.
+    #[error("unusable CA certificates for the JWKS: {0}")]
+    Ca(String),
     /// Connecting, sending or reading failed, or the body was over 64 KiB.
     #[error("cannot fetch the JWKS")]
     Http(#[source] BoxError),
@@ -99,8 +109,8 @@ pub enum VerifyError {
     NoKeys,
 }
 
-/// Verifies authd access tokens against authd's JWKS, fetched over plain
-/// `http://` (no TLS: keep it on a trusted network) and cached by `kid`.
+/// Verifies authd access tokens against authd's JWKS, fetched over
+/// `https://` (or `http://` on a trusted network) and cached by `kid`.
 ///
 /// The keys are fetched again once the `Cache-Control: max-age` they came
 /// with has passed, or when a token names an unknown `kid`, at most once per
@@ -108,7 +118,7 @@ pub enum VerifyError {
 /// known stay in use.
 pub struct JwksVerifier {
     url: Uri,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
     validation: Validation,
     keys: RwLock<Arc<KeySet>>,
     /// When the last fetch began. It is held for the whole fetch, so
@@ -124,18 +134,63 @@ struct KeySet {
 impl JwksVerifier {
     /// Fetches the JWKS at `jwks_url` (authd serves it at
     /// [`JWKS_PATH`](crate::api::well_known::JWKS_PATH) on its gRPC address)
-    /// and accepts tokens for `issuer` and `audience` only. Fails if the
-    /// first fetch does: a service that cannot verify anything should not
-    /// start.
+    /// and accepts tokens for `issuer` and `audience` only. An `https://`
+    /// JWKS must present a certificate the system trusts. Fails if the first
+    /// fetch does: a service that cannot verify anything should not start.
     pub async fn new(
         jwks_url: Uri,
         issuer: &str,
         audience: &str,
     ) -> Result<Arc<Self>, VerifyError> {
-        if jwks_url.scheme() != Some(&Scheme::HTTP) || jwks_url.host().is_none() {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        Self::start(jwks_url, issuer, audience, roots).await
+    }
+
+    /// Like [`JwksVerifier::new`], but an `https://` JWKS must present a
+    /// certificate signed by one of the PEM CA certificates in `ca_pem`,
+    /// the usual case for a private PKI between services.
+    pub async fn with_ca(
+        jwks_url: Uri,
+        ca_pem: &[u8],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Arc<Self>, VerifyError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| VerifyError::Ca(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| VerifyError::Ca(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(VerifyError::Ca("no certificate in the PEM".into()));
+        }
+        Self::start(jwks_url, issuer, audience, roots).await
+    }
+
+    async fn start(
+        jwks_url: Uri,
+        issuer: &str,
+        audience: &str,
+        roots: RootCertStore,
+    ) -> Result<Arc<Self>, VerifyError> {
+        let scheme_ok = [Some(&Scheme::HTTP), Some(&Scheme::HTTPS)].contains(&jwks_url.scheme());
+        if !scheme_ok || jwks_url.host().is_none() {
             return Err(VerifyError::Url(jwks_url));
         }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let tls = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| VerifyError::Ca(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(connector);
         let started = Instant::now();
         let (keys, max_age) = fetch(&client, &jwks_url).await?;
         Ok(Arc::new(Self {
@@ -218,7 +273,7 @@ impl TokenVerifier for JwksVerifier {
 
 /// The usable keys of the JWKS at `url` and how long they may be cached.
 async fn fetch(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &HttpClient,
     url: &Uri,
 ) -> Result<(HashMap<String, DecodingKey>, Duration), VerifyError> {
     let mut request = Request::new(Empty::new());
@@ -608,9 +663,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_plain_http_urls_are_accepted() {
+    async fn only_absolute_http_and_https_urls_are_accepted() {
         for url in [
-            "https://authd/.well-known/jwks.json",
+            "ftp://authd/.well-known/jwks.json",
             "/.well-known/jwks.json",
         ] {
             let result = JwksVerifier::new(url.parse().expect("uri"), "iss", "aud").await;

@@ -206,3 +206,46 @@ async fn changed_certificates_are_reloaded_without_dropping_live_connections() {
         .await
         .expect("live connection kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_verify_tokens_against_the_jwks_over_https() {
+    use authd::verify::JwksVerifier;
+    let ca = Ca::new();
+    let app = spawn_tls(&ca.issue(&["localhost"]), None).await;
+    let channel = tls_channel(&app, &ca, None).await.expect("connects");
+    round_trip(channel.clone(), "jwks@example.com")
+        .await
+        .expect("signup");
+    let mut client = AuthServiceClient::new(channel);
+    let login = client
+        .login(authd::api::proto::LoginRequest {
+            email: "jwks@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+
+    let url: http::Uri = format!(
+        "https://localhost:{}/.well-known/jwks.json",
+        app.addr.port()
+    )
+    .parse()
+    .expect("uri");
+    let verifier = JwksVerifier::with_ca(url.clone(), ca.pem().as_bytes(), "authd", "authd")
+        .await
+        .expect("fetches the JWKS over TLS");
+    let claims = verifier
+        .claims(&login.access_token)
+        .await
+        .expect("verifies");
+    let me = common::jwt_claims(&login.access_token);
+    assert_eq!(me["sub"], claims.sub.as_str());
+
+    let stranger = Ca::new();
+    let untrusted = JwksVerifier::with_ca(url, stranger.pem().as_bytes(), "authd", "authd").await;
+    assert!(
+        untrusted.is_err(),
+        "a JWKS behind an untrusted certificate is refused"
+    );
+}
