@@ -55,7 +55,8 @@ pub async fn load(db: &Database, settings: &KeySettings) -> anyhow::Result<Keyri
             &[],
         )?);
     }
-    if db.signing_keys().await?.is_empty() {
+    let mut stored = db.signing_keys().await?;
+    if stored.is_empty() {
         let key = KeyPair::generate()?;
         if db
             .insert_signing_key(key.kid(), key.pkcs8_pem(), 1, Utc::now())
@@ -63,13 +64,9 @@ pub async fn load(db: &Database, settings: &KeySettings) -> anyhow::Result<Keyri
         {
             tracing::info!(kid = key.kid(), "first signing key created");
         }
+        stored = db.signing_keys().await?;
     }
-    Ok(reload(db, settings).await?)
-}
-
-/// Builds the keyring from the database as of now.
-pub async fn reload(db: &Database, settings: &KeySettings) -> Result<Keyring, Error> {
-    keyring_from(db.signing_keys().await?, Utc::now(), settings.retention())
+    Ok(keyring_from(stored, Utc::now(), settings.retention())?)
 }
 
 fn keyring_from(
@@ -159,24 +156,23 @@ async fn refresh_once(
     tokens: &Tokens,
     settings: &KeySettings,
 ) -> anyhow::Result<()> {
-    if let Some(period) = settings.rotation_period {
-        let newest = db.signing_keys().await?.pop();
-        let due = newest.is_some_and(|key| {
+    let mut stored = db.signing_keys().await?;
+    let due = settings.rotation_period.is_some_and(|period| {
+        stored.last().is_some_and(|newest| {
             chrono::Duration::from_std(period)
-                .is_ok_and(|period| key.created_at() + period <= Utc::now())
-        });
-        if due {
-            // Every replica may find the rotation due at once; the unique
-            // generation lets one of them store it and the rest just reload.
-            match rotate(db, settings).await {
-                Ok(rotated) => {
-                    tracing::info!(kid = %rotated.kid, "signing key rotated on schedule")
-                }
-                Err(error) => tracing::debug!(error = %error, "scheduled rotation not stored"),
-            }
+                .is_ok_and(|period| newest.created_at() + period <= Utc::now())
+        })
+    });
+    if due {
+        // Every replica may find the rotation due at once; the unique
+        // generation lets one of them store it and the rest just reload.
+        match rotate(db, settings).await {
+            Ok(rotated) => tracing::info!(kid = %rotated.kid, "signing key rotated on schedule"),
+            Err(error) => tracing::debug!(error = %error, "scheduled rotation not stored"),
         }
+        stored = db.signing_keys().await?;
     }
-    let keyring = reload(db, settings).await?;
+    let keyring = keyring_from(stored, Utc::now(), settings.retention())?;
     tokens.install(keyring);
     Ok(())
 }

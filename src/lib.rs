@@ -146,10 +146,11 @@ impl Application {
             let router = self.metrics.router(self.database.clone());
             tokio::spawn(serve_metrics(listener, router, metrics_stop))
         });
+        let jwks_max_age = self.keys.refresh;
         let key_refresher = tokio::spawn(keys::keep_fresh(
             self.database,
             Arc::clone(&self.tokens),
-            self.keys.clone(),
+            self.keys,
         ));
 
         let mut routes = Routes::builder();
@@ -176,7 +177,7 @@ impl Application {
         let routes = well_known::add_to(
             routes.routes().into_axum_router(),
             self.tokens,
-            self.keys.refresh,
+            jwks_max_age,
         );
 
         let tls_watcher = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));

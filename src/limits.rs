@@ -10,10 +10,11 @@ use std::{
     fmt,
     net::IpAddr,
     str::FromStr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, LazyLock, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use redis::{Script, aio::ConnectionManager};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -176,6 +177,12 @@ impl Limits {
         }
     }
 
+    /// A checked password was wrong, or the email unknown: the attempt
+    /// stays counted, and the metrics see the failure.
+    pub fn login_failed(&self) {
+        self.metrics.login_failed();
+    }
+
     pub async fn login_succeeded(&self, email: &Email) {
         if let Err(error) = self.counters.clear(&self.account_key(email)).await {
             tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
@@ -184,9 +191,8 @@ impl Limits {
 
     /// Emails are hashed so the counter store never holds personal data.
     fn account_key(&self, email: &Email) -> String {
-        let digest = Sha256::digest(email.as_str().as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}login-failures:{hex}", self.settings.redis_prefix)
+        let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(email.as_str().as_bytes()));
+        format!("{}login-failures:{digest}", self.settings.redis_prefix)
     }
 
     /// The client's address: the rightmost entry of the trusted forwarded
@@ -213,7 +219,9 @@ fn fail_open(error: redis::RedisError) -> Result<(), Error> {
 }
 
 /// A fixed window: the first hit starts it, the limit is counted within it.
-const HIT_SCRIPT: &str = r"
+/// Scripts are built once: building one hashes its source.
+static HIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(HIT_SOURCE));
+const HIT_SOURCE: &str = r"
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if count == 1 or ttl < 0 then
@@ -226,7 +234,8 @@ return 0
 
 /// Reserve an attempt unless the account must still wait. Uses Redis's
 /// clock, so replicas with skewed clocks agree.
-const ATTEMPT_SCRIPT: &str = r"
+static ATTEMPT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ATTEMPT_SOURCE));
+const ATTEMPT_SOURCE: &str = r"
 local time = redis.call('TIME')
 local now = time[1] * 1000 + math.floor(time[2] / 1000)
 local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
@@ -251,7 +260,7 @@ impl Counters {
         match self {
             Self::Memory(memory) => Ok(lock(memory).hit(key, rate, Instant::now())),
             Self::Redis(connection) => {
-                let retry_ms: u64 = Script::new(HIT_SCRIPT)
+                let retry_ms: u64 = HIT_SCRIPT
                     .key(key)
                     .arg(millis(rate.per))
                     .arg(rate.count)
@@ -267,7 +276,7 @@ impl Counters {
         match self {
             Self::Memory(memory) => Ok(lock(memory).attempt(key, lockout, Instant::now())),
             Self::Redis(connection) => {
-                let retry_ms: u64 = Script::new(ATTEMPT_SCRIPT)
+                let retry_ms: u64 = ATTEMPT_SCRIPT
                     .key(key)
                     .arg(lockout.threshold)
                     .arg(millis(lockout.base))

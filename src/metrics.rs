@@ -41,8 +41,6 @@ const UNROUTED: &str = "unknown";
 
 /// The one method whose UNAUTHENTICATED means exactly "unknown email or
 /// wrong password" (see `Error::InvalidCredentials`).
-const LOGIN: &str = "/auth.v1.AuthService/Login";
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     method: String,
@@ -221,9 +219,11 @@ impl Metrics {
                 method: method.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
-        if method == LOGIN && code == "UNAUTHENTICATED" {
-            inner.login_failures.inc();
-        }
+    }
+
+    /// A login was refused for a wrong password or an unknown email.
+    pub(crate) fn login_failed(&self) {
+        self.0.login_failures.inc();
     }
 
     /// A call took a place in the hashing stage; [`Metrics::hash_left`]
@@ -299,6 +299,8 @@ async fn scrape(State((metrics, database)): State<(Metrics, Database)>) -> Respo
 mod tests {
     use super::*;
 
+    const LOGIN: &str = "/auth.v1.AuthService/Login";
+
     /// The value of the sample named exactly `series` (name and labels).
     fn sample(metrics: &Metrics, series: &str) -> Option<f64> {
         let body = metrics.encode().expect("encode");
@@ -312,6 +314,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.record_call(LOGIN, "OK", Duration::from_millis(3));
         metrics.record_call(LOGIN, "UNAUTHENTICATED", Duration::from_millis(3));
+        metrics.login_failed();
         metrics.record_call("/x.Y/Z", "UNIMPLEMENTED", Duration::ZERO);
         metrics.record_call("/x.Y/W", "UNIMPLEMENTED", Duration::ZERO);
         assert_eq!(

@@ -88,7 +88,10 @@ impl Accounts {
             .await?;
         let (user, hash) = match (user, hash) {
             (Some(user), Some(hash)) if verified => (user, hash),
-            _ => return Err(Error::InvalidCredentials),
+            _ => {
+                self.limits.login_failed();
+                return Err(Error::InvalidCredentials);
+            }
         };
         self.limits.login_succeeded(&credentials.email).await;
         self.rehash_if_outdated(&user, &hash, &credentials.password)
@@ -153,10 +156,7 @@ impl Accounts {
     pub async fn logout(&self, claims: &Claims, all_sessions: bool) -> Result<(), Error> {
         let (user, _) = self.live_session_user(claims).await?;
         let scope = if all_sessions {
-            Revoke::AllOf {
-                user_id: user.id,
-                keep: None,
-            }
+            Revoke::User(user.id)
         } else {
             Revoke::Session(claims.session_id()?)
         };

@@ -268,14 +268,6 @@ impl Tokens {
         &self.issuer
     }
 
-    pub fn audience(&self) -> &str {
-        &self.audience
-    }
-
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> Result<AccessToken, Error> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;

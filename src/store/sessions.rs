@@ -224,7 +224,7 @@ impl Database {
         row.map(UserRow::into_user).transpose()
     }
 
-    /// Revokes one session, or every live session of a user but `keep`.
+    /// Revokes one session, or every live session of a user.
     pub async fn revoke_sessions(&self, scope: Revoke) -> Result<(), Error> {
         let now = Utc::now().naive_utc();
         with_conn!(self, |conn| {
@@ -236,15 +236,11 @@ impl Database {
                         .execute(conn)
                         .await
                 }
-                Revoke::AllOf { user_id, keep } => {
-                    let keep = keep.map(|id| id.to_string()).unwrap_or_default();
-                    diesel::update(
-                        live.filter(sessions::user_id.eq(user_id.to_string()))
-                            .filter(sessions::id.ne(keep)),
-                    )
-                    .set(sessions::revoked_at.eq(now))
-                    .execute(conn)
-                    .await
+                Revoke::User(user_id) => {
+                    diesel::update(live.filter(sessions::user_id.eq(user_id.to_string())))
+                        .set(sessions::revoked_at.eq(now))
+                        .execute(conn)
+                        .await
                 }
             };
             revoked.map(drop).map_err(query_error)
@@ -291,5 +287,6 @@ impl Database {
 /// Which sessions [`Database::revoke_sessions`] ends.
 pub enum Revoke {
     Session(Uuid),
-    AllOf { user_id: Uuid, keep: Option<Uuid> },
+    /// Every session of this user.
+    User(Uuid),
 }
