@@ -10,6 +10,7 @@ use crate::{
     domain::PASSWORD_MAX_BYTES,
     keys::KeySettings,
     limits::{LimitSettings, Lockout, Rate},
+    listener::ListenerSettings,
     service::SessionSettings,
     store::PoolSettings,
     tls::TlsSettings,
@@ -265,6 +266,37 @@ pub struct Settings {
           global = true)]
     pub log_format: LogFormat,
 
+    /// Most connections open at once on the gRPC port. At the cap a new
+    /// connection closes the one idle the longest, or is refused if every
+    /// one is busy.
+    #[arg(long, env = "AUTHD_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_connections: u32,
+
+    /// How long a connection may go without a call in progress before it is
+    /// closed; this includes connections that never send anything.
+    #[arg(long, env = "AUTHD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration,
+          global = true)]
+    pub idle_timeout: Duration,
+
+    /// Most calls in progress at once over all connections; more are
+    /// refused at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUTHD_MAX_CONCURRENT_CALLS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_concurrent_calls: u32,
+
+    /// How long a call may take to its response, waiting for its request
+    /// message included; then it is cancelled.
+    #[arg(long, env = "AUTHD_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration,
+          global = true)]
+    pub call_timeout: Duration,
+
+    /// How often an HTTP/2 connection that sends nothing is pinged; one
+    /// that does not answer within 10s is closed.
+    #[arg(long, env = "AUTHD_KEEPALIVE_INTERVAL", default_value = "30s",
+          value_parser = parse_duration, global = true)]
+    pub keepalive_interval: Duration,
+
     /// Address of the admin listener that serves Prometheus metrics at
     /// /metrics, and nothing else. Off unless set; keep it away from
     /// clients.
@@ -308,6 +340,7 @@ impl DatabaseUrl {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub listener: ListenerSettings,
     pub database_url: DatabaseUrl,
     pub pool: PoolSettings,
     pub limits: LimitSettings,
@@ -333,6 +366,15 @@ impl TryFrom<Settings> for Config {
     fn try_from(settings: Settings) -> Result<Self, String> {
         Ok(Self {
             listen: settings.listen,
+            listener: ListenerSettings {
+                max_connections: usize::try_from(settings.max_connections)
+                    .map_err(|_| "AUTHD_MAX_CONNECTIONS is too large")?,
+                idle_timeout: settings.idle_timeout,
+                max_concurrent_calls: usize::try_from(settings.max_concurrent_calls)
+                    .map_err(|_| "AUTHD_MAX_CONCURRENT_CALLS is too large")?,
+                call_timeout: settings.call_timeout,
+                keepalive_interval: settings.keepalive_interval,
+            },
             database_url: DatabaseUrl::parse(&settings.database_url)?,
             pool: PoolSettings {
                 size: usize::from(settings.db_pool_size),

@@ -11,6 +11,7 @@ mod error;
 mod fuzz;
 pub mod keys;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod password;
 pub mod service;
@@ -26,7 +27,6 @@ use std::{future::Future, net::SocketAddr, num::NonZero, sync::Arc, time::Durati
 use anyhow::Context;
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
@@ -35,12 +35,15 @@ pub use error::{Error, FieldViolation};
 
 use crate::{
     api::{
-        AccessLogLayer, AuthApi, BearerAuthLayer, proto::auth_service_server::AuthServiceServer,
+        AccessLogLayer, AuthApi, BearerAuthLayer,
+        malformed::{self, MAX_REQUEST_BYTES},
+        proto::auth_service_server::AuthServiceServer,
         well_known,
     },
     config::Config,
     keys::KeySettings,
     limits::Limits,
+    listener::{CallLimitLayer, KEEPALIVE_TIMEOUT, ListenerSettings},
     metrics::Metrics,
     password::Hasher,
     service::Accounts,
@@ -49,14 +52,14 @@ use crate::{
     token::Tokens,
 };
 
-/// Requests are a few short strings; anything bigger is refused before it
-/// is decoded.
-const MAX_REQUEST_BYTES: usize = 16 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// hyper's 16 KiB default would answer an oversized `authorization` with a
-/// bare HTTP/2 error; with room for a 1 MiB credential the bearer layer sees
-/// it and refuses it with the same UNAUTHENTICATED as any other bad token.
-const MAX_HEADER_LIST_BYTES: u32 = 2 * 1024 * 1024;
+/// Calls at once on one HTTP/2 connection: more streams are refused by
+/// HTTP/2 itself.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// A call's headers are a method, a content type and a token of a few
+/// hundred bytes. A header list is held in memory whole, so a large limit
+/// lets a client make authd hold far more than it sends (HPACK repeats a
+/// header with one byte); larger lists are refused by HTTP/2.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A fully built service, bound to its port but not yet serving.
@@ -70,6 +73,7 @@ pub struct Application {
     reflection: bool,
     shutdown_grace: Duration,
     keys: KeySettings,
+    listener_settings: ListenerSettings,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
 }
@@ -121,6 +125,7 @@ impl Application {
             reflection: config.reflection,
             shutdown_grace: config.shutdown_grace,
             keys: config.keys.clone(),
+            listener_settings: config.listener,
             metrics,
             metrics_listener: bind_metrics(config.metrics_listen).await?,
         })
@@ -154,25 +159,39 @@ impl Application {
         ));
 
         let mut routes = Routes::builder();
-        routes.add_service(health).add_service(
-            ServiceBuilder::new()
-                // Only AuthService speaks gRPC-Web: tonic-web refuses other
-                // HTTP/1.1 requests, which would include the JWKS.
-                .layer(tonic_web::GrpcWebLayer::new())
-                .layer(BearerAuthLayer::new(Arc::clone(&self.tokens)))
-                .service(
-                    AuthServiceServer::new(self.api).max_decoding_message_size(MAX_REQUEST_BYTES),
-                ),
-        );
+        routes
+            .add_service(health.max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(
+                ServiceBuilder::new()
+                    // Only AuthService speaks gRPC-Web: tonic-web refuses other
+                    // HTTP/1.1 requests, which would include the JWKS.
+                    .layer(tonic_web::GrpcWebLayer::new())
+                    .layer(BearerAuthLayer::new(Arc::clone(&self.tokens)))
+                    .service(
+                        AuthServiceServer::new(self.api)
+                            .max_decoding_message_size(MAX_REQUEST_BYTES),
+                    ),
+            );
         if self.reflection {
             let builder = || {
                 tonic_reflection::server::Builder::configure()
                     .register_encoded_file_descriptor_set(api::proto::FILE_DESCRIPTOR_SET)
                     .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    // The error details authd sends (BadRequest, RetryInfo),
+                    // so grpcurl shows them by field name.
+                    .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             };
             routes
-                .add_service(builder().build_v1()?)
-                .add_service(builder().build_v1alpha()?);
+                .add_service(
+                    builder()
+                        .build_v1()?
+                        .max_decoding_message_size(MAX_REQUEST_BYTES),
+                )
+                .add_service(
+                    builder()
+                        .build_v1alpha()?
+                        .max_decoding_message_size(MAX_REQUEST_BYTES),
+                );
         }
         let routes = well_known::add_to(
             routes.routes().into_axum_router(),
@@ -199,22 +218,35 @@ impl Application {
             tls = self.tls.is_some(),
             "authd serving gRPC"
         );
+        let limits = self.listener_settings;
         let router = Server::builder()
             // HTTP/1.1 too, so plain HTTP clients can fetch the JWKS.
             .accept_http1(true)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .layer(AccessLogLayer::new(self.metrics))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // Also ends a call whose request message never arrives.
+            .timeout(limits.call_timeout)
+            .layer(AccessLogLayer::new(self.metrics.clone()))
+            .layer(CallLimitLayer::new(&limits, self.metrics.clone()))
+            .layer(tower::util::MapResponseLayer::new(malformed::rewrite))
             // Preflight requests are answered here, before any routing.
             .layer(tower::util::option_layer(self.cors))
             .add_routes(Routes::from(routes));
         let serve: BoxFuture<'_, Result<(), tonic::transport::Error>> = match self.tls {
-            None => Box::pin(
-                router
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stopping),
-            ),
+            None => {
+                let incoming = listener::incoming(self.listener, limits, self.metrics, |tcp| {
+                    std::future::ready(Some(tcp))
+                });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopping))
+            }
             Some(tls) => {
-                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(self.listener), stopping))
+                let incoming =
+                    listener::incoming(self.listener, limits, self.metrics, move |tcp| {
+                        tls.handshake(tcp)
+                    });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopping))
             }
         };
         // Streams such as a load balancer's health watch never end by

@@ -79,6 +79,10 @@ struct Inner {
     signup_throttled: Counter,
     pool_connections: Family<StateLabels, Gauge>,
     pool_max_connections: Gauge,
+    connections: Gauge,
+    connections_dropped: Family<ReasonLabels, Counter>,
+    accept_errors: Counter,
+    calls_shed: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -104,10 +108,17 @@ impl Metrics {
         let signup_throttled = Counter::default();
         let pool_connections = Family::<StateLabels, Gauge>::default();
         let pool_max_connections = Gauge::default();
+        let connections = Gauge::default();
+        let connections_dropped = Family::<ReasonLabels, Counter>::default();
+        let accept_errors = Counter::default();
+        let calls_shed = Counter::default();
         // Series that exist from the start read 0 instead of missing, so
         // rate() and alerts work before the first event.
         for reason in ["client", "account"] {
             let _ = login_throttled.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["idle", "evicted", "refused"] {
+            let _ = connections_dropped.get_or_create(&ReasonLabels { reason });
         }
 
         let mut registry = Registry::with_prefix("authd");
@@ -164,6 +175,27 @@ impl Metrics {
             "Most database connections the pool opens (AUTHD_DB_POOL_SIZE)",
             pool_max_connections.clone(),
         );
+        registry.register(
+            "connections",
+            "Open connections on the gRPC port, handshaking ones included",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_dropped",
+            "Connections closed by authd: idle too long (idle), closed to make room for a new \
+             one (evicted), or refused because every open one was busy (refused)",
+            connections_dropped.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the gRPC port, such as running out of file descriptors",
+            accept_errors.clone(),
+        );
+        registry.register(
+            "calls_shed",
+            "Calls refused at once because AUTHD_MAX_CONCURRENT_CALLS were in progress",
+            calls_shed.clone(),
+        );
 
         Self(Arc::new(Inner {
             registry,
@@ -177,6 +209,10 @@ impl Metrics {
             signup_throttled,
             pool_connections,
             pool_max_connections,
+            connections,
+            connections_dropped,
+            accept_errors,
+            calls_shed,
         }))
     }
 
@@ -265,6 +301,27 @@ impl Metrics {
             .login_throttled
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    pub(crate) fn set_open_connections(&self, open: usize) {
+        self.0.connections.set(gauge_value(open));
+    }
+
+    /// authd closed or refused a connection; `reason` is `idle`, `evicted`
+    /// or `refused`.
+    pub(crate) fn connection_dropped(&self, reason: &'static str) {
+        self.0
+            .connections_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub(crate) fn accept_failed(&self) {
+        self.0.accept_errors.inc();
+    }
+
+    pub(crate) fn call_shed(&self) {
+        self.0.calls_shed.inc();
     }
 
     fn record_pool(&self, status: deadpool::Status) {

@@ -3,14 +3,13 @@
 //! change; a reload only affects new handshakes, so live connections stay up.
 
 use std::{
-    io,
+    future::Future,
     path::{Path, PathBuf},
     sync::{Arc, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
 use anyhow::Context;
-use tokio::{net::TcpListener, net::TcpStream, sync::mpsc};
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{
@@ -21,7 +20,8 @@ use tokio_rustls::{
     },
     server::TlsStream,
 };
-use tokio_stream::wrappers::ReceiverStream;
+
+use crate::listener::Guarded;
 
 /// How often the certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -117,44 +117,29 @@ impl Tls {
         .collect()
     }
 
-    /// TLS connections accepted on `listener`. Each handshake runs in its own
-    /// task, so one slow client never holds up the others; failed handshakes
-    /// (a plaintext client, a missing client certificate) are logged and
-    /// dropped.
-    pub fn incoming(
-        self,
-        listener: TcpListener,
-    ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
-        let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    // The server stopped taking connections: so do we.
-                    () = sender.closed() => return,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let acceptor = TlsAcceptor::from(self.current());
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = sender.send(Ok(stream)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
+    /// Runs the TLS handshake on an accepted connection with the current
+    /// certificates. A failed handshake (a plaintext client, a missing
+    /// client certificate) or one not finished in time is logged and the
+    /// connection dropped, so half-open connections cannot pile up.
+    pub fn handshake(
+        &self,
+        tcp: Guarded,
+    ) -> impl Future<Output = Option<TlsStream<Guarded>>> + Send + use<> {
+        let acceptor = TlsAcceptor::from(self.current());
+        let peer = tcp.remote();
+        async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(error)) => {
+                    tracing::debug!(?peer, %error, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(?peer, "TLS handshake timed out");
+                    None
+                }
             }
-        });
-        ReceiverStream::new(receiver)
+        }
     }
 }
 

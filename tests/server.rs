@@ -17,7 +17,9 @@ backend_tests!(
     health_reports_serving,
     a_restart_keeps_the_signing_key,
     replicas_on_one_database_share_the_signing_key,
-    oversized_requests_are_refused,
+    oversized_requests_are_refused_by_every_service,
+    malformed_messages_are_invalid_argument_with_a_fixed_message,
+    reflection_describes_the_error_details_authd_sends,
     shutdown_turns_health_not_serving_and_lets_calls_finish,
 );
 
@@ -157,7 +159,9 @@ async fn replicas_on_one_database_share_the_signing_key(backend: Backend) {
     );
 }
 
-async fn oversized_requests_are_refused(backend: Backend) {
+const TOO_LARGE: &str = "request message is larger than 16 KiB";
+
+async fn oversized_requests_are_refused_by_every_service(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let status = app
         .client()
@@ -169,8 +173,151 @@ async fn oversized_requests_are_refused(backend: Backend) {
         })
         .await
         .expect_err("over 16 KiB");
-    assert_eq!(status.code(), Code::OutOfRange);
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::ResourceExhausted, TOO_LARGE)
+    );
     assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 0);
+
+    let three_mib = "s".repeat(3 * 1024 * 1024);
+    let status = HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: three_mib.clone(),
+        })
+        .await
+        .expect_err("over 16 KiB");
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::ResourceExhausted, TOO_LARGE)
+    );
+
+    // Reflection reads a stream of requests: an oversized one ends the
+    // stream without an answer.
+    use v1::{server_reflection_client::ServerReflectionClient, server_reflection_request};
+    let request = v1::ServerReflectionRequest {
+        host: three_mib,
+        message_request: Some(server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let answers = ServerReflectionClient::new(app.channel().await)
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .map(|response| response.into_inner());
+    if let Ok(mut answers) = answers {
+        assert!(
+            !matches!(answers.next().await, Some(Ok(_))),
+            "an oversized reflection request was answered"
+        );
+    }
+}
+
+/// Bytes sent as they are, to feed the server what no generated client
+/// would send.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RawBytes(Vec<u8>);
+
+impl prost::Message for RawBytes {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        _: u32,
+        _: prost::encoding::WireType,
+        _: &mut impl bytes::Buf,
+        _: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        unreachable!("only ever encoded")
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+async fn call_raw(app: &TestApp, path: &'static str, bytes: &[u8]) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(app.channel().await);
+    grpc.ready().await.expect("ready");
+    grpc.unary::<_, tonic_health::pb::HealthCheckResponse, _>(
+        tonic::Request::new(RawBytes(bytes.to_vec())),
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .expect_err("malformed bytes are refused")
+}
+
+async fn malformed_messages_are_invalid_argument_with_a_fixed_message(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let cases: [(&str, &[u8]); 4] = [
+        ("email not UTF-8", &[0x0a, 0x01, 0xff]),
+        ("length past the end", &[0x0a, 0x05, b'a']),
+        ("nested groups past the recursion limit", &[0x2b; 200]),
+        ("a truncated varint", &[0x08, 0x80]),
+    ];
+    for path in [
+        "/auth.v1.AuthService/Signup",
+        "/auth.v1.AuthService/Login",
+        "/grpc.health.v1.Health/Check",
+    ] {
+        for (case, bytes) in cases {
+            let status = call_raw(&app, path, bytes).await;
+            assert_eq!(
+                (status.code(), status.message()),
+                (Code::InvalidArgument, "request message is malformed"),
+                "{path}: {case}"
+            );
+        }
+    }
+    assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 0);
+    app.signup("still@example.com", PASSWORD, "s")
+        .await
+        .expect("the server keeps serving");
+}
+
+async fn reflection_describes_the_error_details_authd_sends(backend: Backend) {
+    use v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = TestApp::spawn(backend).await;
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    for symbol in ["google.rpc.BadRequest", "google.rpc.RetryInfo"] {
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let response = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection")
+            .into_inner()
+            .next()
+            .await
+            .expect("an answer")
+            .expect("ok");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("{symbol} is not described: {response:?}");
+        };
+        let file = <prost_types::FileDescriptorProto as prost::Message>::decode(
+            files.file_descriptor_proto[0].as_slice(),
+        )
+        .expect("a file descriptor");
+        let name = symbol.trim_start_matches("google.rpc.");
+        assert!(
+            file.message_type
+                .iter()
+                .any(|message| message.name() == name),
+            "{symbol} not in {:?}",
+            file.name()
+        );
+    }
 }
 
 async fn shutdown_turns_health_not_serving_and_lets_calls_finish(backend: Backend) {

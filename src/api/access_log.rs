@@ -5,14 +5,12 @@
 //! any handler runs still get their id echoed, their line and their count.
 
 use std::{
-    net::SocketAddr,
     task::{Context, Poll},
     time::Instant,
 };
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
-use tonic::metadata::MetadataMap;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -79,7 +77,7 @@ where
         let span = tracing::info_span!(
             "call",
             %method,
-            peer = peer(&mut request).map(tracing::field::display),
+            peer = crate::listener::peer(request.extensions()).map(tracing::field::display),
             request_id = %request_id.to_str().unwrap_or_default(),
         );
         let response = span.in_scope(|| self.inner.call(request));
@@ -136,17 +134,6 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 fn is_sane_request_id(id: &[u8]) -> bool {
     (1..=MAX_REQUEST_ID_BYTES).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
-}
-
-/// The client's address. tonic knows where it is kept for plain and TLS
-/// connections alike, so the extensions pass through a tonic request.
-fn peer<B>(request: &mut Request<B>) -> Option<SocketAddr> {
-    let extensions = std::mem::take(request.extensions_mut());
-    let probe = tonic::Request::from_parts(MetadataMap::new(), extensions, ());
-    let peer = probe.remote_addr();
-    let (_, extensions, ()) = probe.into_parts();
-    *request.extensions_mut() = extensions;
-    peer
 }
 
 /// A failed call is answered "trailers-only", with the status in the

@@ -5,6 +5,7 @@
 mod access_log;
 mod bearer;
 pub(crate) mod convert;
+pub mod malformed;
 pub mod web;
 pub mod well_known;
 
@@ -61,7 +62,7 @@ impl AuthApi {
 
     /// Counts the call against its client's rate for `action`.
     async fn limit_client<T>(&self, action: Action, request: &Request<T>) -> Result<(), Error> {
-        let peer = request.remote_addr().map(|addr| addr.ip());
+        let peer = crate::listener::peer(request.extensions()).map(|addr| addr.ip());
         self.limits
             .check_client(action, request.metadata(), peer)
             .await
