@@ -488,7 +488,7 @@ mod tests {
     fn the_ipv6_prefix_length_is_64_unless_set_within_32_to_128() {
         let cli = Cli::try_parse_from(["authd"]).expect("defaults");
         assert_eq!(cli.settings.ipv6_prefix_length, 64);
-        for bad in ["31", "129", "-1"] {
+        for bad in ["31", "129", "sixty"] {
             let error = Cli::try_parse_from(["authd", "--ipv6-prefix-length", bad])
                 .err()
                 .expect("out of range");
