@@ -4,6 +4,7 @@
 use std::{env, fs, path::PathBuf};
 
 use prost::Message;
+use tonic_prost_build::FileDescriptorSet;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -12,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Server reflection serves this set, so grpcurl needs no local proto file.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("auth_descriptor.bin"), fds.encode_to_vec())?;
+    // The metrics label calls by these paths, and by nothing a client sends.
+    fs::write(out_dir.join("auth_methods.rs"), method_paths(&fds))?;
 
     tonic_prost_build::configure()
         // These messages carry passwords or tokens: `api::convert` gives them a
@@ -32,4 +35,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let greeter = protox::compile(["greeter/v1/greeter.proto"], ["examples/proto"])?;
     tonic_prost_build::configure().compile_fds(greeter)?;
     Ok(())
+}
+
+/// A Rust constant listing every method path (`/package.Service/Method`) the
+/// descriptors define.
+fn method_paths(fds: &FileDescriptorSet) -> String {
+    let mut source = String::from(
+        "/// The path of every method of the services in the contract.\n\
+         pub const METHODS: &[&str] = &[\n",
+    );
+    for file in &fds.file {
+        for service in &file.service {
+            for method in &service.method {
+                let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                source.push_str(&format!("    {path:?},\n"));
+            }
+        }
+    }
+    source.push_str("];\n");
+    source
 }

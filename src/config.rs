@@ -116,6 +116,25 @@ pub struct Settings {
     )]
     pub signup_rate: Rate,
 
+    /// Most Refresh calls per client, e.g. 600/min.
+    #[arg(
+        long,
+        env = "AUTHD_REFRESH_RATE",
+        default_value = "600/min",
+        global = true
+    )]
+    pub refresh_rate: Rate,
+
+    /// Most IntrospectToken calls per client, e.g. 1000/s. Generous, since
+    /// many services may introspect from one address.
+    #[arg(
+        long,
+        env = "AUTHD_INTROSPECT_RATE",
+        default_value = "1000/s",
+        global = true
+    )]
+    pub introspect_rate: Rate,
+
     /// Consecutive failed logins for one email before it must wait.
     #[arg(long, env = "AUTHD_LOCKOUT_THRESHOLD", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
@@ -137,6 +156,12 @@ pub struct Settings {
     /// Only set this behind such a proxy: clients can send any header.
     #[arg(long, env = "AUTHD_TRUSTED_FORWARDED_HEADER", global = true)]
     pub trusted_forwarded_header: Option<http::HeaderName>,
+
+    /// Rate limits count IPv6 clients by this many leading bits of their
+    /// address (32 to 128): a host is usually given a whole /64.
+    #[arg(long, env = "AUTHD_IPV6_PREFIX_LENGTH", default_value_t = 64,
+          value_parser = clap::value_parser!(u8).range(32..=128), global = true)]
+    pub ipv6_prefix_length: u8,
 
     /// Redis for rate-limit and throttle counters shared by all replicas
     /// (redis://host:6379/). Without it each replica counts on its own.
@@ -384,12 +409,15 @@ impl TryFrom<Settings> for Config {
             limits: LimitSettings {
                 login: settings.login_rate,
                 signup: settings.signup_rate,
+                refresh: settings.refresh_rate,
+                introspect: settings.introspect_rate,
                 lockout: Lockout {
                     threshold: settings.lockout_threshold,
                     base: settings.lockout_base,
                     max: settings.lockout_max.max(settings.lockout_base),
                 },
                 forwarded_header: settings.trusted_forwarded_header,
+                ipv6_prefix_length: settings.ipv6_prefix_length,
                 redis_url: settings.redis_url.map(SecretString::from),
                 redis_prefix: settings.redis_prefix,
             },
@@ -496,5 +524,17 @@ mod tests {
             .err()
             .expect("not a bool");
         assert!(error.to_string().contains("--reflection"));
+    }
+
+    #[test]
+    fn the_ipv6_prefix_length_is_64_unless_set_within_32_to_128() {
+        let cli = Cli::try_parse_from(["authd"]).expect("defaults");
+        assert_eq!(cli.settings.ipv6_prefix_length, 64);
+        for bad in ["31", "129", "sixty"] {
+            let error = Cli::try_parse_from(["authd", "--ipv6-prefix-length", bad])
+                .err()
+                .expect("out of range");
+            assert!(error.to_string().contains("--ipv6-prefix-length"), "{bad}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! Abuse resistance: per-client rate limits on Login and Signup, and
-//! per-account login throttling.
+//! Abuse resistance: per-client rate limits on Login, Signup, Refresh and
+//! IntrospectToken, and per-account login throttling.
 //!
 //! Counters live in this process, or in Redis when several replicas must
 //! share them. Every counter update is one atomic step (a mutex here, a Lua
@@ -8,7 +8,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     str::FromStr,
     sync::{Arc, LazyLock, Mutex, PoisonError},
     time::{Duration, Instant},
@@ -83,10 +83,15 @@ impl Lockout {
 pub struct LimitSettings {
     pub login: Rate,
     pub signup: Rate,
+    pub refresh: Rate,
+    pub introspect: Rate,
     pub lockout: Lockout,
     /// A header set by a proxy in front of authd that names the client; only
     /// honoured when configured, since clients can send any header.
     pub forwarded_header: Option<http::HeaderName>,
+    /// IPv6 clients are counted by this many leading bits of their address
+    /// (32 to 128), since one host is usually given a whole /64.
+    pub ipv6_prefix_length: u8,
     pub redis_url: Option<SecretString>,
     pub redis_prefix: String,
 }
@@ -96,6 +101,8 @@ pub struct LimitSettings {
 pub enum Action {
     Login,
     Signup,
+    Refresh,
+    Introspect,
 }
 
 #[derive(Clone)]
@@ -149,6 +156,8 @@ impl Limits {
         let (name, rate) = match action {
             Action::Login => ("login", self.settings.login),
             Action::Signup => ("signup", self.settings.signup),
+            Action::Refresh => ("refresh", self.settings.refresh),
+            Action::Introspect => ("introspect", self.settings.introspect),
         };
         let client = self.client_key(metadata, peer);
         let key = format!("{}rate:{name}:{client}", self.settings.redis_prefix);
@@ -183,6 +192,17 @@ impl Limits {
         self.metrics.login_failed();
     }
 
+    /// Refresh refused a token that is unknown, expired or of a revoked
+    /// session; a flood of these is someone guessing or replaying.
+    pub fn refresh_token_invalid(&self) {
+        self.metrics.refresh_invalid();
+    }
+
+    /// Refresh was handed a token spent earlier, and revoked its session.
+    pub fn refresh_token_reused(&self) {
+        self.metrics.refresh_reused();
+    }
+
     pub async fn login_succeeded(&self, email: &Email) {
         if let Err(error) = self.counters.clear(&self.account_key(email)).await {
             tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
@@ -196,7 +216,8 @@ impl Limits {
     }
 
     /// The client's address: the rightmost entry of the trusted forwarded
-    /// header (the one the proxy itself added), else the TCP peer.
+    /// header (the one the proxy itself added), else the TCP peer; for IPv6,
+    /// its prefix.
     fn client_key(&self, metadata: &MetadataMap, peer: Option<IpAddr>) -> String {
         // Only the rightmost entry is the proxy's own; anything left of it
         // came from the client. If it does not parse, the peer is used.
@@ -205,9 +226,26 @@ impl Limits {
             let rightmost = value.to_str().ok()?.rsplit(',').next()?;
             rightmost.trim().parse::<IpAddr>().ok()
         });
-        forwarded
-            .or(peer)
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        forwarded.or(peer).map_or_else(
+            || "unknown".to_owned(),
+            |ip| client_network(ip, self.settings.ipv6_prefix_length),
+        )
+    }
+}
+
+/// What one client is counted as: an IPv4 address (also when written as
+/// IPv4-mapped IPv6), or the IPv6 network of `prefix_length` bits holding
+/// the address, since anyone with one IPv6 address usually holds its whole
+/// /64 and could otherwise pick a fresh address for every call.
+fn client_network(ip: IpAddr, prefix_length: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let host_bits = 128u32.saturating_sub(u32::from(prefix_length));
+            let mask = u128::MAX.checked_shl(host_bits).unwrap_or(0);
+            let network = Ipv6Addr::from_bits(v6.to_bits() & mask);
+            format!("{network}/{prefix_length}")
+        }
     }
 }
 
@@ -453,6 +491,29 @@ mod tests {
             None,
             "accounts are separate"
         );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix() {
+        let key = |ip: &str, length| client_network(ip.parse().expect("an address"), length);
+        assert_eq!(key("2001:db8:1:2:a:b:c:d", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:a:b:c:d", 64),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff", 64)
+        );
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(key("2001:db8:1:2::1", 48), key("2001:db8:1:3::1", 48));
+        assert_eq!(key("2001:db8:abcd::1", 32), "2001:db8::/32");
+        assert_eq!(key("2001:db8::7", 128), "2001:db8::7/128");
+        assert_ne!(key("2001:db8::7", 128), key("2001:db8::8", 128));
+    }
+
+    #[test]
+    fn ipv4_clients_are_counted_by_address_however_written() {
+        let key = |ip: &str| client_network(ip.parse().expect("an address"), 64);
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
     }
 
     #[test]

@@ -35,21 +35,20 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// The label for every call that reached no route. Clients choose the path,
-/// so labelling those by it would let anyone grow the series without bound.
-const UNROUTED: &str = "unknown";
+const REFRESH_INVALID: &str = "invalid";
+const REFRESH_REUSED: &str = "reused";
 
-/// The one method whose UNAUTHENTICATED means exactly "unknown email or
-/// wrong password" (see `Error::InvalidCredentials`).
+/// Labels are `&'static str` throughout: text a client sent can never
+/// become a label, so the series are a fixed set.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
-    method: String,
+    method: &'static str,
     code: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +76,9 @@ struct Inner {
     login_failures: Counter,
     login_throttled: Family<ReasonLabels, Counter>,
     signup_throttled: Counter,
+    refresh_throttled: Counter,
+    introspect_throttled: Counter,
+    refresh_rejected: Family<ReasonLabels, Counter>,
     pool_connections: Family<StateLabels, Gauge>,
     pool_max_connections: Gauge,
     connections: Gauge,
@@ -106,6 +108,9 @@ impl Metrics {
         let login_failures = Counter::default();
         let login_throttled = Family::<ReasonLabels, Counter>::default();
         let signup_throttled = Counter::default();
+        let refresh_throttled = Counter::default();
+        let introspect_throttled = Counter::default();
+        let refresh_rejected = Family::<ReasonLabels, Counter>::default();
         let pool_connections = Family::<StateLabels, Gauge>::default();
         let pool_max_connections = Gauge::default();
         let connections = Gauge::default();
@@ -119,6 +124,9 @@ impl Metrics {
         }
         for reason in ["idle", "evicted", "refused"] {
             let _ = connections_dropped.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in [REFRESH_INVALID, REFRESH_REUSED] {
+            let _ = refresh_rejected.get_or_create(&ReasonLabels { reason });
         }
 
         let mut registry = Registry::with_prefix("authd");
@@ -166,6 +174,22 @@ impl Metrics {
             signup_throttled.clone(),
         );
         registry.register(
+            "refresh_throttled",
+            "Refresh calls refused by the client rate limit",
+            refresh_throttled.clone(),
+        );
+        registry.register(
+            "introspect_throttled",
+            "IntrospectToken calls refused by the client rate limit",
+            introspect_throttled.clone(),
+        );
+        registry.register(
+            "refresh_rejected",
+            "Refresh tokens refused: unknown, expired or of a revoked session (invalid), \
+             or spent before, which revoked the session (reused)",
+            refresh_rejected.clone(),
+        );
+        registry.register(
             "db_pool_connections",
             "Open database connections: lent to a call (in_use) or idle in the pool",
             pool_connections.clone(),
@@ -207,6 +231,9 @@ impl Metrics {
             login_failures,
             login_throttled,
             signup_throttled,
+            refresh_throttled,
+            introspect_throttled,
+            refresh_rejected,
             pool_connections,
             pool_max_connections,
             connections,
@@ -232,28 +259,18 @@ impl Metrics {
         Ok(body)
     }
 
-    /// One gRPC call, answered with `code` (its canonical name, e.g.
+    /// One call to `method` (a served method's path, or a fixed stand-in
+    /// for all others), answered with `code` (its canonical name, e.g.
     /// `UNAUTHENTICATED`) after `elapsed`.
-    pub(crate) fn record_call(&self, method: &str, code: &'static str, elapsed: Duration) {
-        // Every path that reaches no route is answered UNIMPLEMENTED.
-        let method = if code == "UNIMPLEMENTED" {
-            UNROUTED
-        } else {
-            method
-        };
+    pub(crate) fn record_call(&self, method: &'static str, code: &'static str, elapsed: Duration) {
         let inner = &self.0;
         inner
             .calls
-            .get_or_create(&CallLabels {
-                method: method.to_owned(),
-                code,
-            })
+            .get_or_create(&CallLabels { method, code })
             .inc();
         inner
             .call_seconds
-            .get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            })
+            .get_or_create(&MethodLabels { method })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -288,7 +305,31 @@ impl Metrics {
             Action::Signup => {
                 self.0.signup_throttled.inc();
             }
+            Action::Refresh => {
+                self.0.refresh_throttled.inc();
+            }
+            Action::Introspect => {
+                self.0.introspect_throttled.inc();
+            }
         }
+    }
+
+    /// Refresh refused a token that is not live.
+    pub(crate) fn refresh_invalid(&self) {
+        self.refresh_rejected(REFRESH_INVALID);
+    }
+
+    /// Refresh was handed a token spent before its grace interval, and
+    /// revoked its session.
+    pub(crate) fn refresh_reused(&self) {
+        self.refresh_rejected(REFRESH_REUSED);
+    }
+
+    fn refresh_rejected(&self, reason: &'static str) {
+        self.0
+            .refresh_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The per-account throttle refused a login attempt.
@@ -367,13 +408,13 @@ mod tests {
     }
 
     #[test]
-    fn calls_are_counted_by_method_and_code_and_unrouted_paths_share_a_label() {
+    fn calls_are_counted_by_method_and_code() {
         let metrics = Metrics::new();
         metrics.record_call(LOGIN, "OK", Duration::from_millis(3));
         metrics.record_call(LOGIN, "UNAUTHENTICATED", Duration::from_millis(3));
         metrics.login_failed();
-        metrics.record_call("/x.Y/Z", "UNIMPLEMENTED", Duration::ZERO);
-        metrics.record_call("/x.Y/W", "UNIMPLEMENTED", Duration::ZERO);
+        metrics.record_call("unknown", "UNIMPLEMENTED", Duration::ZERO);
+        metrics.record_call("unknown", "UNIMPLEMENTED", Duration::ZERO);
         assert_eq!(
             sample(
                 &metrics,
@@ -418,6 +459,37 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample(&metrics, "authd_signup_throttled_total"), Some(2.0));
+        assert_eq!(sample(&metrics, "authd_refresh_throttled_total"), Some(0.0));
+        metrics.client_throttled(Action::Refresh);
+        metrics.client_throttled(Action::Introspect);
+        metrics.client_throttled(Action::Introspect);
+        assert_eq!(sample(&metrics, "authd_refresh_throttled_total"), Some(1.0));
+        assert_eq!(
+            sample(&metrics, "authd_introspect_throttled_total"),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn refused_refresh_tokens_are_counted_by_reason_from_zero() {
+        let metrics = Metrics::new();
+        let rejected = |reason: &str| {
+            sample(
+                &metrics,
+                &format!(r#"authd_refresh_rejected_total{{reason="{reason}"}}"#),
+            )
+        };
+        assert_eq!(
+            (rejected("invalid"), rejected("reused")),
+            (Some(0.0), Some(0.0))
+        );
+        metrics.refresh_invalid();
+        metrics.refresh_invalid();
+        metrics.refresh_reused();
+        assert_eq!(
+            (rejected("invalid"), rejected("reused")),
+            (Some(2.0), Some(1.0))
+        );
     }
 
     #[test]

@@ -110,7 +110,10 @@ impl Accounts {
     /// Spends a refresh token for the session's next tokens; see
     /// [`Database::rotate_refresh_token`] for the concurrency rules.
     pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, Error> {
-        let presented = RefreshToken::parse(presented).ok_or(Error::InvalidRefreshToken)?;
+        let Some(presented) = RefreshToken::parse(presented) else {
+            self.limits.refresh_token_invalid();
+            return Err(Error::InvalidRefreshToken);
+        };
         let successor = RefreshToken::generate()?;
         let rotation = self
             .db
@@ -136,11 +139,16 @@ impl Accounts {
                     .ok_or_else(|| Error::internal("a stored successor does not unseal"))?;
                 (user_id, session_id, replayed)
             }
-            Rotation::Reused => {
-                tracing::warn!("refresh token reused: session revoked");
+            Rotation::Reused { session_id } => {
+                // The session id, never the token: enough to investigate.
+                tracing::warn!(%session_id, "refresh token reused: session revoked");
+                self.limits.refresh_token_reused();
                 return Err(Error::InvalidRefreshToken);
             }
-            Rotation::Rejected => return Err(Error::InvalidRefreshToken),
+            Rotation::Rejected => {
+                self.limits.refresh_token_invalid();
+                return Err(Error::InvalidRefreshToken);
+            }
         };
         Ok(SessionTokens {
             access: self.tokens.issue(user_id, session_id)?,

@@ -5,7 +5,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use authd::api::proto::{LoginRequest, SignupRequest};
+use authd::api::proto::{IntrospectTokenRequest, LoginRequest, RefreshRequest, SignupRequest};
 use common::{Backend, PASSWORD, TestApp, TestDb};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
@@ -40,6 +40,8 @@ counter_tests!(
     parallel_wrong_guesses_cannot_pass_the_limit,
     login_and_signup_are_rate_limited_per_client,
     a_trusted_forwarded_header_names_the_client,
+    ipv6_clients_share_the_limit_of_their_prefix,
+    refresh_and_introspection_are_rate_limited_per_client,
 );
 
 #[derive(Clone, Copy)]
@@ -260,6 +262,146 @@ async fn a_trusted_forwarded_header_names_the_client(counters: Counters) {
         .await
         .expect_err("same client as the first");
     assert_retry_later(&spoofed);
+}
+
+/// `message` as if sent by `client`, through a proxy that names it in
+/// `x-forwarded-for`.
+fn forwarded_for<T>(message: T, client: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", client.parse().expect("ascii"));
+    request
+}
+
+async fn ipv6_clients_share_the_limit_of_their_prefix(counters: Counters) {
+    let app = spawn(
+        counters,
+        &[
+            "--login-rate",
+            "5/min",
+            "--trusted-forwarded-header",
+            "x-forwarded-for",
+        ],
+    )
+    .await;
+    let client = app.client().await;
+    // Unknown emails, each its own, so the account throttle stays out of it.
+    let login = |n: usize, from: &str| {
+        let mut client = client.clone();
+        let request = forwarded_for(
+            LoginRequest {
+                email: format!("nobody{n}@example.com"),
+                password: PASSWORD.into(),
+            },
+            from,
+        );
+        async move { client.login(request).await.expect_err("no such account") }
+    };
+    let mut refused = Vec::new();
+    for n in 0..40 {
+        let status = login(n, &format!("2001:db8:0:1:{n:x}:1:2:3")).await;
+        if status.code() == Code::ResourceExhausted {
+            refused.push(status);
+        } else {
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        }
+    }
+    assert_eq!(refused.len(), 35, "40 addresses of one /64 are one client");
+    assert_retry_later(&refused[0]);
+
+    let other = login(40, "2001:db8:0:2::1").await;
+    assert_eq!(
+        other.code(),
+        Code::Unauthenticated,
+        "another /64 counts apart"
+    );
+
+    // An IPv4 client is the same client when written as IPv4-mapped IPv6.
+    for n in 0..5 {
+        let status = login(50 + n, "203.0.113.9").await;
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    assert_retry_later(&login(60, "::ffff:203.0.113.9").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ipv6_prefix_length_is_configurable() {
+    let app = spawn(
+        Counters::Memory,
+        &[
+            "--login-rate",
+            "1/min",
+            "--trusted-forwarded-header",
+            "x-forwarded-for",
+            "--ipv6-prefix-length",
+            "128",
+        ],
+    )
+    .await;
+    let mut client = app.client().await;
+    for n in 0..3 {
+        let request = LoginRequest {
+            email: format!("nobody{n}@example.com"),
+            password: PASSWORD.into(),
+        };
+        let status = client
+            .login(forwarded_for(request, &format!("2001:db8::{n}")))
+            .await
+            .expect_err("no such account");
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "every address counts apart"
+        );
+    }
+}
+
+async fn refresh_and_introspection_are_rate_limited_per_client(counters: Counters) {
+    let app = spawn(
+        counters,
+        &["--refresh-rate", "2/min", "--introspect-rate", "3/min"],
+    )
+    .await;
+    let mut client = app.client().await;
+    let refresh = || RefreshRequest {
+        refresh_token: "not a refresh token".into(),
+    };
+    for _ in 0..2 {
+        let status = client.refresh(refresh()).await.expect_err("invalid");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let status = client.refresh(refresh()).await.expect_err("over the rate");
+    assert!(assert_retry_later(&status) <= Duration::from_secs(60));
+    assert_eq!(
+        status.message(),
+        "too many requests from this client, retry later"
+    );
+
+    let introspect = || IntrospectTokenRequest {
+        token: "not a token".into(),
+    };
+    for _ in 0..3 {
+        let answer = client
+            .introspect_token(introspect())
+            .await
+            .expect("within the rate");
+        assert!(!answer.into_inner().active);
+    }
+    let status = client
+        .introspect_token(introspect())
+        .await
+        .expect_err("over the rate");
+    assert_retry_later(&status);
+    let login = app
+        .login("nobody@example.com", PASSWORD)
+        .await
+        .expect_err("no such account");
+    assert_eq!(
+        login.code(),
+        Code::Unauthenticated,
+        "Login has a rate of its own"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

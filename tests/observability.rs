@@ -2,14 +2,20 @@
 
 mod common;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use authd::{
     Application,
-    api::proto::{GetMeRequest, SignupRequest},
+    api::proto::{self, GetMeRequest, SignupRequest},
 };
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests};
-use tonic::{Code, Request, metadata::MetadataMap};
+use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, jwt_claims};
+use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// An app with its admin listener on a free port, and that port.
 async fn spawn_with_metrics(backend: Backend, extra: &[&str]) -> (TestApp, SocketAddr) {
@@ -240,4 +246,199 @@ async fn request_ids_are_echoed_or_generated_on_every_answer() {
     let (status, headers, _) = app.http_get("/.well-known/jwks.json", true).await;
     assert_eq!(status, 200);
     assert_generated(headers["x-request-id"].to_str().expect("ascii"));
+}
+
+/// Calls `path` with an empty message; only the status matters.
+async fn call_path(channel: &Channel, path: String) -> Code {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.expect("channel ready");
+    let path = http::uri::PathAndQuery::try_from(path).expect("a path");
+    let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    grpc.unary(Request::new(()), path, codec)
+        .await
+        .expect_err("no such method")
+        .code()
+}
+
+/// Every distinct value of the `method` label in a scrape.
+fn method_labels(body: &str) -> BTreeSet<&str> {
+    body.match_indices(r#"method=""#)
+        .filter_map(|(at, prefix)| {
+            let value = &body[at + prefix.len()..];
+            value.split('"').next()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_share_one_unknown_series_whatever_their_status() {
+    let (app, metrics) = spawn_with_metrics(Backend::Sqlite, &[]).await;
+    app.signup("ada@example.com", PASSWORD, "Ada")
+        .await
+        .expect("signup");
+    let channel = app.channel().await;
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health check");
+
+    // Under AuthService the bearer layer answers UNAUTHENTICATED; elsewhere
+    // no route does, UNIMPLEMENTED.
+    let prefixes = [
+        ("/auth.v1.AuthService/", Code::Unauthenticated),
+        ("/grpc.health.v1.Health/", Code::Unimplemented),
+        ("/grpc.reflection.v1.ServerReflection/", Code::Unimplemented),
+        ("/made.up.Service/", Code::Unimplemented),
+    ];
+    let long = "M".repeat(2000);
+    let attack = async |rounds: std::ops::Range<usize>| {
+        for round in rounds {
+            for (prefix, expected) in prefixes {
+                let code = call_path(&channel, format!("{prefix}{long}{round}")).await;
+                assert_eq!(code, expected, "{prefix}");
+            }
+        }
+    };
+    attack(0..10).await;
+    let before = scrape(metrics).await;
+    attack(10..110).await;
+    let after = scrape(metrics).await;
+
+    let mut served: BTreeSet<&str> = proto::METHODS.iter().copied().collect();
+    served.extend(["/grpc.health.v1.Health/Check", "unknown"]);
+    let labels = method_labels(&after);
+    assert!(labels.is_subset(&served), "{labels:?}");
+    assert!(
+        labels.contains("/grpc.health.v1.Health/Check"),
+        "{labels:?}"
+    );
+    assert!(!after.contains("MMMM"), "a client's path became a label");
+    let unknown = |code: &str| {
+        sample(
+            &after,
+            &format!(r#"authd_grpc_requests_total{{method="unknown",code="{code}"}}"#),
+        )
+    };
+    assert_eq!(unknown("UNAUTHENTICATED"), Some(110.0));
+    assert_eq!(unknown("UNIMPLEMENTED"), Some(330.0));
+    // Ten times the calls, the same series: only counts and sums grew.
+    assert!(
+        after.len() < before.len() + 500,
+        "{} bytes, then {} bytes",
+        before.len(),
+        after.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_refresh_tokens_and_token_call_throttles_are_counted() {
+    let (app, metrics) = spawn_with_metrics(
+        Backend::Sqlite,
+        &[
+            "--refresh-reuse-grace",
+            "0s",
+            "--refresh-rate",
+            "4/min",
+            "--introspect-rate",
+            "1/min",
+        ],
+    )
+    .await;
+    let counts = |body: &str| {
+        [
+            r#"authd_refresh_rejected_total{reason="invalid"}"#,
+            r#"authd_refresh_rejected_total{reason="reused"}"#,
+            "authd_refresh_throttled_total",
+            "authd_introspect_throttled_total",
+        ]
+        .map(|series| sample(body, series))
+    };
+    assert_eq!(counts(&scrape(metrics).await), [Some(0.0); 4]);
+
+    app.signup("ada@example.com", PASSWORD, "Ada")
+        .await
+        .expect("signup");
+    let first = app.login("ada@example.com", PASSWORD).await.expect("login");
+    app.refresh(&first.refresh_token).await.expect("refresh");
+    for token in [
+        first.refresh_token.as_str(),
+        "not a refresh token",
+        &"A".repeat(43),
+    ] {
+        let status = app.refresh(token).await.expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let status = app.refresh("x").await.expect_err("over the rate");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    app.introspect(&first.access_token)
+        .await
+        .expect("within the rate");
+    let status = app
+        .introspect(&first.access_token)
+        .await
+        .expect_err("over the rate");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let body = scrape(metrics).await;
+    assert_eq!(
+        counts(&body),
+        [Some(2.0), Some(1.0), Some(1.0), Some(1.0)],
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, &calls("Refresh", "RESOURCE_EXHAUSTED")),
+        Some(1.0)
+    );
+}
+
+/// Warnings of every app in this test binary, as JSON lines.
+static WARNINGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct WarningSink;
+
+impl Write for WarningSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        WARNINGS.lock().expect("log sink").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_refresh_token_is_logged_with_its_session_never_the_token() {
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(|| WarningSink)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    let app = TestApp::spawn_with(Backend::Sqlite, &["--refresh-reuse-grace", "0s"]).await;
+    app.signup("ada@example.com", PASSWORD, "Ada")
+        .await
+        .expect("signup");
+    let first = app.login("ada@example.com", PASSWORD).await.expect("login");
+    let second = app.refresh(&first.refresh_token).await.expect("refresh");
+    app.refresh(&first.refresh_token).await.expect_err("reused");
+
+    let session = jwt_claims(&first.access_token)["sid"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let log = String::from_utf8(WARNINGS.lock().expect("log").clone()).expect("utf-8");
+    let reused: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .filter(|line: &serde_json::Value| {
+            line["fields"]["message"] == "refresh token reused: session revoked"
+        })
+        .collect();
+    assert_eq!(reused.len(), 1, "{log}");
+    assert_eq!(reused[0]["level"], "WARN");
+    assert_eq!(reused[0]["fields"]["session_id"], session.as_str());
+    for secret in [&first.refresh_token, &second.refresh_token] {
+        assert!(!log.contains(secret.as_str()), "a refresh token in the log");
+    }
 }

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::proto;
 use crate::metrics::Metrics;
 
 /// The metadata that carries a call's id, both ways.
@@ -21,6 +22,23 @@ const REQUEST_ID: &str = "x-request-id";
 
 /// Longer ids are replaced: the id lands in every log line of the call.
 const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The label of every call to a path authd does not serve, whatever its
+/// status. Clients choose paths, so labelling by them would let anyone grow
+/// the metrics without bound.
+const UNKNOWN_METHOD: &str = "unknown";
+
+/// Served besides the contract's own methods (`proto::METHODS`); reflection
+/// paths are labelled even when it is off, the set stays fixed either way.
+const INFRASTRUCTURE_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Unknown paths are logged, but only this much of them.
+const MAX_LOGGED_PATH_BYTES: usize = 128;
 
 /// Adds [`AccessLog`] around a service, recording into `metrics`.
 #[derive(Clone)]
@@ -69,14 +87,17 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let method = request.uri().path().to_owned();
+        let path = request.uri().path();
+        let method = method_label(path);
+        let unknown_path = (method == UNKNOWN_METHOD).then(|| truncated(path).to_owned());
         let grpc = is_grpc(request.headers());
         let request_id = request_id(request.headers());
         // Handlers and anything they log see the same id the client gets.
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
         let span = tracing::info_span!(
             "call",
-            %method,
+            method,
+            path = unknown_path.map(tracing::field::display),
             peer = crate::listener::peer(request.extensions()).map(tracing::field::display),
             request_id = %request_id.to_str().unwrap_or_default(),
         );
@@ -92,7 +113,7 @@ where
                         response.headers_mut().insert(REQUEST_ID, request_id);
                         if grpc {
                             let code = grpc_code(response);
-                            metrics.record_call(&method, code, elapsed);
+                            metrics.record_call(method, code, elapsed);
                             tracing::info!(code, latency_us, "call");
                         } else {
                             let http_status = response.status().as_u16();
@@ -106,6 +127,28 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The served method at `path`, or [`UNKNOWN_METHOD`]: never text from the
+/// request, so the metrics hold a fixed set of series.
+fn method_label(path: &str) -> &'static str {
+    proto::METHODS
+        .iter()
+        .chain(&INFRASTRUCTURE_METHODS)
+        .find(|served| **served == path)
+        .copied()
+        .unwrap_or(UNKNOWN_METHOD)
+}
+
+/// At most [`MAX_LOGGED_PATH_BYTES`] of `path`, cut at a character boundary.
+fn truncated(path: &str) -> &str {
+    let end = path
+        .char_indices()
+        .map(|(start, c)| start + c.len_utf8())
+        .take_while(|end| *end <= MAX_LOGGED_PATH_BYTES)
+        .last()
+        .unwrap_or(0);
+    &path[..end]
 }
 
 /// gRPC and gRPC-Web calls; anything else is plain HTTP (the JWKS, say),
@@ -211,6 +254,78 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_served_methods_are_labelled_by_their_path() {
+        for served in [
+            "/auth.v1.AuthService/Login",
+            "/auth.v1.AuthService/IntrospectToken",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(served), served);
+        }
+        for made_up in [
+            "/auth.v1.AuthService/Nope",
+            "/auth.v1.AuthService/login",
+            "/auth.v1.AuthService/Login/",
+            "/grpc.health.v1.Health/List",
+            "/",
+            "",
+        ] {
+            assert_eq!(method_label(made_up), UNKNOWN_METHOD, "{made_up}");
+        }
+    }
+
+    /// The fixed set is exactly what the served descriptors define, so a
+    /// new RPC, or a library that adds one, cannot go unlabelled.
+    #[test]
+    fn the_labels_are_the_methods_of_every_served_descriptor() {
+        use prost::Message;
+        let mut defined: Vec<String> = [
+            proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .flat_map(|bytes| {
+            prost_types::FileDescriptorSet::decode(bytes)
+                .expect("descriptors")
+                .file
+        })
+        .flat_map(|file| {
+            let package = file.package().to_owned();
+            file.service.into_iter().flat_map(move |service| {
+                let prefix = format!("/{package}.{}/", service.name());
+                service
+                    .method
+                    .into_iter()
+                    .map(move |method| format!("{prefix}{}", method.name()))
+            })
+        })
+        .collect();
+        defined.sort();
+        defined.dedup();
+        let mut labelled: Vec<&str> = proto::METHODS
+            .iter()
+            .chain(&INFRASTRUCTURE_METHODS)
+            .copied()
+            .collect();
+        labelled.sort_unstable();
+        assert_eq!(defined, labelled);
+    }
+
+    #[test]
+    fn logged_paths_are_cut_at_a_character_boundary() {
+        let long = format!("/{}", "x".repeat(500));
+        assert_eq!(truncated(&long).len(), MAX_LOGGED_PATH_BYTES);
+        assert_eq!(truncated("/short"), "/short");
+        let wide = "é".repeat(100);
+        assert_eq!(truncated(&wide), "é".repeat(MAX_LOGGED_PATH_BYTES / 2));
+        let odd = format!("x{wide}");
+        assert_eq!(truncated(&odd).len(), MAX_LOGGED_PATH_BYTES - 1);
+    }
+
     /// A log sink for one test.
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -244,21 +359,29 @@ mod tests {
         });
         let metrics = Metrics::new();
         let service = AccessLogLayer::new(metrics.clone()).layer(unauthenticated);
-        let request = Request::builder()
-            .uri("/auth.v1.AuthService/GetMe")
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header(REQUEST_ID, "req-1")
-            .body(())
-            .expect("request");
-        let response = service.oneshot(request).await.expect("response");
+        let call = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header(REQUEST_ID, "req-1")
+                .body(())
+                .expect("request")
+        };
+        let response = service
+            .clone()
+            .oneshot(call("/auth.v1.AuthService/GetMe"))
+            .await
+            .expect("response");
         assert_eq!(response.headers()[REQUEST_ID], "req-1");
+        let made_up = format!("/auth.v1.AuthService/{}", "A".repeat(1000));
+        service.oneshot(call(&made_up)).await.expect("response");
 
         let log = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
         let lines: Vec<serde_json::Value> = log
             .lines()
             .map(|line| serde_json::from_str(line).expect("a JSON line"))
             .collect();
-        assert_eq!(lines.len(), 1, "{log}");
+        assert_eq!(lines.len(), 2, "{log}");
         let line = &lines[0];
         assert_eq!(line["message"], "call");
         assert_eq!(line["code"], "UNAUTHENTICATED");
@@ -266,12 +389,21 @@ mod tests {
         assert_eq!(line["span"]["name"], "call");
         assert_eq!(line["span"]["method"], "/auth.v1.AuthService/GetMe");
         assert_eq!(line["span"]["request_id"], "req-1");
-        let counted = metrics.encode().expect("metrics");
-        assert!(
-            counted.contains(
-                r#"authd_grpc_requests_total{method="/auth.v1.AuthService/GetMe",code="UNAUTHENTICATED"} 1"#
-            ),
-            "{counted}"
+        assert_eq!(
+            line["span"].get("path"),
+            None,
+            "served methods need no path"
         );
+        let unknown = &lines[1]["span"];
+        assert_eq!(unknown["method"], UNKNOWN_METHOD);
+        assert_eq!(unknown["path"], &made_up[..MAX_LOGGED_PATH_BYTES]);
+        let counted = metrics.encode().expect("metrics");
+        for series in [
+            r#"authd_grpc_requests_total{method="/auth.v1.AuthService/GetMe",code="UNAUTHENTICATED"} 1"#,
+            r#"authd_grpc_requests_total{method="unknown",code="UNAUTHENTICATED"} 1"#,
+        ] {
+            assert!(counted.contains(series), "{counted}");
+        }
+        assert!(!counted.contains("AAAA"), "{counted}");
     }
 }

@@ -27,6 +27,8 @@ pub mod proto {
 
     /// The encoded descriptors that server reflection serves.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
+
+    include!(concat!(env!("OUT_DIR"), "/auth_methods.rs"));
 }
 
 use proto::{
@@ -107,6 +109,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
+        self.limit_client(Action::Refresh, &request).await?;
         let request = request.into_inner();
         let token = convert::required("refresh_token", &request.refresh_token)?;
         let tokens = self.accounts.refresh(token).await?;
@@ -139,6 +142,7 @@ impl AuthService for AuthApi {
         &self,
         request: Request<IntrospectTokenRequest>,
     ) -> Result<Response<IntrospectTokenResponse>, Status> {
+        self.limit_client(Action::Introspect, &request).await?;
         let token = convert::required("token", &request.get_ref().token)?;
         let claims = self.accounts.introspect(token).await?;
         Ok(Response::new(claims.into()))

@@ -32,7 +32,7 @@ pub enum Rotation {
     },
     /// The token was spent earlier: someone is replaying it, so its session
     /// has just been revoked.
-    Reused,
+    Reused { session_id: Uuid },
     /// Unknown, expired, or its session is revoked.
     Rejected,
 }
@@ -41,7 +41,7 @@ pub enum Rotation {
 enum Outcome {
     Rotated(String, String),
     Replayed(String, String, String),
-    Reused,
+    Reused(String),
     Rejected,
 }
 
@@ -162,7 +162,7 @@ impl Database {
                         .set(sessions::revoked_at.eq(now))
                         .execute(conn)
                         .await?;
-                    return Ok(Outcome::Reused);
+                    return Ok(Outcome::Reused(session_id));
                 }
                 let successor_unspent = match &next_hash {
                     Some(next_hash) => {
@@ -199,7 +199,9 @@ impl Database {
                 user_id: uuid(&user_id)?,
                 successor_sealed,
             },
-            Outcome::Reused => Rotation::Reused,
+            Outcome::Reused(session_id) => Rotation::Reused {
+                session_id: uuid(&session_id)?,
+            },
             Outcome::Rejected => Rotation::Rejected,
         })
     }

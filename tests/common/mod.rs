@@ -198,6 +198,10 @@ pub fn config(db: &TestDb, extra: &[&str]) -> anyhow::Result<Config> {
         "100000/min",
         "--signup-rate",
         "100000/min",
+        "--refresh-rate",
+        "100000/min",
+        "--introspect-rate",
+        "100000/min",
         "--hash-queue",
         "1000",
     ];
