@@ -42,12 +42,12 @@ const FORBIDDEN: &str =
 const NOT_AN_ADDRESS: &str = "must be an email address like name@example.com";
 const TOO_LONG: &str = "must be at most 254 bytes";
 
-/// UTS #46 with the rules of DNS host names: letters, digits and hyphens
-/// only (STD3), no hyphen at either end of a label. Hyphens in the third and
-/// fourth position are allowed, as real domains registered before IDNA2008
-/// have them.
 const UTS46: Uts46 = Uts46::new();
 
+/// UTS #46 ToASCII with the rules of DNS host names: letters, digits and
+/// hyphens only (STD3), no hyphen at either end of a label, DNS lengths.
+/// Hyphens in the third and fourth position are allowed, as real domains
+/// registered before IDNA2008 have them.
 fn domain_to_ascii(domain: &str) -> Option<String> {
     UTS46
         .to_ascii(
