@@ -122,11 +122,11 @@ impl Email {
 
     /// Reads back an email from the store, which only ever holds parsed
     /// values; re-checking would lock users out if the rules ever tighten.
-    /// Its key is derived as for a parsed one, which is also how rows stored
-    /// before the key existed get theirs.
-    pub(crate) fn from_stored(address: String) -> Self {
+    /// A row stored before the key existed has none: it is derived as for a
+    /// parsed address, which is how the backfill computes it.
+    pub(crate) fn from_stored(address: String, key: Option<String>) -> Self {
         Self {
-            key: comparison_key(&address),
+            key: key.unwrap_or_else(|| comparison_key(&address)),
             address,
         }
     }
@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn stored_emails_get_the_key_of_their_parsed_form() {
-        let stored = Email::from_stored("idn@xn--exmple-cua.com".to_owned());
+        let stored = Email::from_stored("idn@xn--exmple-cua.com".to_owned(), None);
         assert_eq!(stored.key(), key("IDN@exämple.com"));
     }
 

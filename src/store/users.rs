@@ -35,7 +35,7 @@ impl UserRow {
     pub(super) fn into_user(self) -> Result<(User, PasswordHash), Error> {
         let user = User {
             id: Uuid::parse_str(&self.id).map_err(Error::internal)?,
-            email: Email::from_stored(self.email),
+            email: Email::from_stored(self.email, self.email_key),
             username: Username::from_stored(self.username),
             created_at: self.created_at.and_utc(),
         };
@@ -183,7 +183,7 @@ impl Database {
                          until it is changed"
                     );
                 }
-                let email = Email::from_stored(address);
+                let email = Email::from_stored(address, None);
                 if let Some(holder) = self.set_email_key(&id, email.key()).await? {
                     conflicts.push((id, holder));
                 }
