@@ -325,6 +325,7 @@ async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {
         .migrate()
         .await
         .context("cannot apply database migrations")?;
+    database.backfill_email_keys().await?;
     Ok(database)
 }
 

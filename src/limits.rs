@@ -211,7 +211,7 @@ impl Limits {
 
     /// Emails are hashed so the counter store never holds personal data.
     fn account_key(&self, email: &Email) -> String {
-        let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(email.as_str().as_bytes()));
+        let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(email.key().as_bytes()));
         format!("{}login-failures:{digest}", self.settings.redis_prefix)
     }
 

@@ -2,6 +2,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use authd::Application;
 use common::{Backend, PASSWORD, TestApp, backend_tests};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -16,6 +17,9 @@ backend_tests!(
     validation_comes_before_the_database,
     an_email_is_taken_in_any_case_variant,
     concurrent_duplicate_signups_create_one_user,
+    one_mailbox_is_one_account,
+    stored_emails_without_a_key_get_one_at_startup,
+    stored_emails_that_are_one_mailbox_stop_startup,
 );
 
 /// The field -> description map of an INVALID_ARGUMENT's BadRequest details.
@@ -88,6 +92,8 @@ async fn each_email_rule_is_enforced(backend: Backend) {
         "zero\u{200B}width@example.com",
         "bidi\u{202E}moc.elpmaxe@example.com",
         "bell\u{7}@example.com",
+        "hangul\u{3164}filler@example.com",
+        "tag@example.com\u{E0041}",
         too_long.as_str(),
     ] {
         let status = app.signup(email, PASSWORD, "bob").await.expect_err(email);
@@ -104,7 +110,17 @@ async fn each_email_rule_is_enforced(backend: Backend) {
 async fn each_username_rule_is_enforced(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let too_long = "é".repeat(65);
-    for username in ["", " \t ", "tab\tinside", "nul\0", too_long.as_str()] {
+    for username in [
+        "",
+        " \t ",
+        "tab\tinside",
+        "nul\0",
+        too_long.as_str(),
+        "\u{3164}",
+        "hangul\u{3164}filler",
+        "tag\u{E0041}",
+        "c\u{034F}gj",
+    ] {
         let status = app
             .signup("bob@example.com", PASSWORD, username)
             .await
@@ -235,4 +251,95 @@ async fn concurrent_duplicate_signups_create_one_user(backend: Backend) {
             .await,
         1
     );
+}
+
+async fn one_mailbox_is_one_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (first, variant) in [
+        // Lowercasing makes the final Σ a ς; case folding makes both σ.
+        ("xaσ@example.com", "XAΣ@example.com"),
+        // Dotless ı is a look-alike of i (UTS #39).
+        ("ınfo@example.com", "info@example.com"),
+        ("idn@exämple.com", "idn@xn--exmple-cua.com"),
+    ] {
+        let user = app.signup(first, PASSWORD, "first").await.expect(first);
+        let status = app
+            .signup(variant, PASSWORD, "second")
+            .await
+            .expect_err(variant);
+        assert_eq!(status.code(), Code::AlreadyExists, "{variant}: {status:?}");
+        let login = app.login(variant, PASSWORD).await.expect(variant);
+        let me = app.get_me(&login.access_token).await.expect("get me");
+        assert_eq!(me.id, user.id, "{variant} reaches the account of {first}");
+    }
+    assert_eq!(app.db.count("SELECT COUNT(*) AS n FROM users").await, 3);
+    let stored = app
+        .db
+        .count("SELECT COUNT(*) AS n FROM users WHERE email = 'idn@exämple.com'")
+        .await;
+    assert_eq!(stored, 1, "the domain is stored in its Unicode form");
+}
+
+/// Rows written before the comparison key existed have none; a restart
+/// gives every one its key, so variants of their emails are then refused.
+async fn stored_emails_without_a_key_get_one_at_startup(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app
+        .signup("idn@exämple.com", PASSWORD, "idn")
+        .await
+        .expect("signup");
+    let db = std::sync::Arc::clone(&app.db);
+    app.stop().await;
+    db.execute("UPDATE users SET email_key = NULL, email = 'idn@xn--exmple-cua.com'")
+        .await;
+
+    let app = TestApp::spawn_on(db, &[]).await;
+    let missing = "SELECT COUNT(*) AS n FROM users WHERE email_key IS NULL";
+    assert_eq!(app.db.count(missing).await, 0);
+    let status = app
+        .signup("IDN@EXÄMPLE.COM", PASSWORD, "twin")
+        .await
+        .expect_err("same mailbox");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    let login = app.login("idn@exämple.com", PASSWORD).await.expect("login");
+    let me = app.get_me(&login.access_token).await.expect("get me");
+    assert_eq!(me.id, user.id);
+}
+
+/// Two stored rows that are one mailbox under today's rules: authd names
+/// both users and refuses to start (serve and migrate alike) until the
+/// operator has resolved it.
+async fn stored_emails_that_are_one_mailbox_stop_startup(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = app
+        .signup("xaσ@example.com", PASSWORD, "first")
+        .await
+        .expect("signup");
+    let db = std::sync::Arc::clone(&app.db);
+    app.stop().await;
+    let twin = uuid::Uuid::now_v7().to_string();
+    db.execute(&format!(
+        "INSERT INTO users (id, email, username, password_hash, created_at, updated_at) \
+         SELECT '{twin}', 'xaς@example.com', username, password_hash, created_at, updated_at \
+         FROM users"
+    ))
+    .await;
+
+    let config = common::config(&db, &[]).expect("config");
+    for outcome in [
+        Application::build(&config).await.map(drop),
+        authd::migrate(&config).await,
+    ] {
+        let error = format!("{:#}", outcome.expect_err("one mailbox, two accounts"));
+        assert!(error.contains(&twin), "{error}");
+        assert!(error.contains(&user.id), "{error}");
+        assert!(error.contains("Upgrading"), "{error}");
+    }
+    let missing = "SELECT COUNT(*) AS n FROM users WHERE email_key IS NULL";
+    assert_eq!(db.count(missing).await, 1, "no key is chosen for the twin");
+
+    db.execute(&format!("DELETE FROM users WHERE id = '{twin}'"))
+        .await;
+    let app = TestApp::spawn_on(db, &[]).await;
+    app.login("XAΣ@example.com", PASSWORD).await.expect("login");
 }

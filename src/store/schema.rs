@@ -6,6 +6,7 @@ diesel::table! {
     users (id) {
         id -> Text,
         email -> Text,
+        email_key -> Nullable<Text>,
         username -> Text,
         password_hash -> Text,
         created_at -> Timestamp,

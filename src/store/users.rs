@@ -6,6 +6,11 @@ use diesel::{
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
+/// Rows read per round while backfilling keys: bounded memory on any table.
+const BACKFILL_BATCH: i64 = 500;
+/// Conflicts named in the startup error; the rest are counted.
+const CONFLICTS_SHOWN: usize = 20;
+
 use super::{Database, query_error, schema::users, with_conn};
 use crate::{
     Error,
@@ -19,6 +24,7 @@ use crate::{
 pub(super) struct UserRow {
     id: String,
     email: String,
+    email_key: Option<String>,
     username: String,
     password_hash: String,
     created_at: NaiveDateTime,
@@ -29,7 +35,7 @@ impl UserRow {
     pub(super) fn into_user(self) -> Result<(User, PasswordHash), Error> {
         let user = User {
             id: Uuid::parse_str(&self.id).map_err(Error::internal)?,
-            email: Email::from_stored(self.email),
+            email: Email::from_stored(self.email, self.email_key),
             username: Username::from_stored(self.username),
             created_at: self.created_at.and_utc(),
         };
@@ -46,8 +52,9 @@ pub struct NewUserRecord<'a> {
 }
 
 impl Database {
-    /// Stores a new user. The unique index on the normalized email turns a
-    /// concurrent duplicate into [`Error::EmailTaken`], never a second row.
+    /// Stores a new user. The unique index on the email's comparison key
+    /// turns a concurrent duplicate into [`Error::EmailTaken`], never a
+    /// second row.
     pub async fn insert_user(&self, new: NewUserRecord<'_>) -> Result<User, Error> {
         // PostgreSQL keeps microseconds; truncating here means the value the
         // caller sees is the value a later read returns.
@@ -55,6 +62,7 @@ impl Database {
         let row = UserRow {
             id: Uuid::now_v7().to_string(),
             email: new.email.as_str().to_owned(),
+            email_key: Some(new.email.key().to_owned()),
             username: new.username.as_str().to_owned(),
             password_hash: new.password_hash.as_str().to_owned(),
             created_at: now,
@@ -78,7 +86,7 @@ impl Database {
         email: &Email,
     ) -> Result<Option<(User, PasswordHash)>, Error> {
         let row = with_conn!(self, |conn| users::table
-            .filter(users::email.eq(email.as_str()))
+            .filter(users::email_key.eq(email.key()))
             .select(UserRow::as_select())
             .first(conn)
             .await
@@ -105,5 +113,110 @@ impl Database {
         .await
         .map(drop)
         .map_err(query_error))
+    }
+}
+
+/// Users stored before the email comparison key existed whose addresses
+/// turned out to be one mailbox with another user's.
+#[derive(Debug, thiserror::Error)]
+pub struct EmailKeyConflicts(Vec<(String, String)>);
+
+impl std::fmt::Display for EmailKeyConflicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} stored user(s) have an email that is one mailbox with another user's \
+             under the current rules (case folding, Unicode forms, IDNA, look-alikes), \
+             and authd will not choose which account keeps it:",
+            self.0.len()
+        )?;
+        for (user, holder) in self.0.iter().take(CONFLICTS_SHOWN) {
+            write!(f, " user {user} collides with user {holder};")?;
+        }
+        if self.0.len() > CONFLICTS_SHOWN {
+            write!(f, " and {} more;", self.0.len() - CONFLICTS_SHOWN)?;
+        }
+        write!(
+            f,
+            " give one user of each pair another email, or delete it, then start authd \
+             again (README: \"Upgrading\")"
+        )
+    }
+}
+
+/// Why the key backfill did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Conflicts(#[from] EmailKeyConflicts),
+    #[error("cannot compute the email comparison keys of stored users")]
+    Store(#[from] Error),
+}
+
+impl Database {
+    /// Gives every user stored without an email comparison key (rows from
+    /// before the key existed) its key. A row whose key another user
+    /// already holds keeps none, and all of them are reported together:
+    /// which of two accounts keeps a mailbox is the operator's decision.
+    /// Idempotent, so replicas starting together may both run it.
+    pub async fn backfill_email_keys(&self) -> Result<(), BackfillError> {
+        let mut conflicts = Vec::new();
+        let mut after = String::new();
+        loop {
+            let batch: Vec<(String, String)> = with_conn!(self, |conn| users::table
+                .filter(users::email_key.is_null().and(users::id.gt(&after)))
+                .order(users::id)
+                .select((users::id, users::email))
+                .limit(BACKFILL_BATCH)
+                .load(conn)
+                .await
+                .map_err(query_error))?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = last.clone();
+            for (id, address) in batch {
+                if Email::parse(&address).is_err() {
+                    tracing::warn!(
+                        user_id = %id,
+                        "stored email breaks today's email rules; this user cannot log in \
+                         until it is changed"
+                    );
+                }
+                let email = Email::from_stored(address, None);
+                if let Some(holder) = self.set_email_key(&id, email.key()).await? {
+                    conflicts.push((id, holder));
+                }
+            }
+        }
+        if conflicts.is_empty() {
+            Ok(())
+        } else {
+            Err(EmailKeyConflicts(conflicts).into())
+        }
+    }
+
+    /// Sets a missing key; on a collision, returns the id of the user who
+    /// holds the key.
+    async fn set_email_key(&self, id: &str, key: &str) -> Result<Option<String>, Error> {
+        let updated = with_conn!(self, |conn| diesel::update(
+            users::table.find(id).filter(users::email_key.is_null())
+        )
+        .set(users::email_key.eq(key))
+        .execute(conn)
+        .await);
+        match updated {
+            Ok(_) => Ok(None),
+            Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                let holder = with_conn!(self, |conn| users::table
+                    .filter(users::email_key.eq(key))
+                    .select(users::id)
+                    .first::<String>(conn)
+                    .await
+                    .map_err(query_error))?;
+                Ok(Some(holder))
+            }
+            Err(e) => Err(query_error(e)),
+        }
     }
 }
