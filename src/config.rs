@@ -306,7 +306,7 @@ pub struct Settings {
 
     /// Most calls in progress at once over all connections; more are
     /// refused at once with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "AUTHD_MAX_CONCURRENT_CALLS", default_value_t = 1000,
+    #[arg(long, env = "AUTHD_MAX_CONCURRENT_CALLS", default_value_t = 2048,
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
     pub max_concurrent_calls: u32,
 

@@ -54,7 +54,7 @@ use crate::{
 
 /// Calls at once on one HTTP/2 connection: more streams are refused by
 /// HTTP/2 itself.
-const MAX_CONCURRENT_STREAMS: u32 = 100;
+const MAX_CONCURRENT_STREAMS: u32 = 64;
 /// A call's headers are a method, a content type and a token of a few
 /// hundred bytes. A header list is held in memory whole, so a large limit
 /// lets a client make authd hold far more than it sends (HPACK repeats a

@@ -7,6 +7,19 @@ use authd::{
 };
 use clap::Parser;
 
+/// glibc's allocator keeps memory freed by many threads in per-thread
+/// arenas, so a burst of connections left authd's resident memory high long
+/// after it ended. jemalloc's background thread returns freed pages to the
+/// system within seconds, even while authd is otherwise idle.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings (a C string it reads at start): freed pages go back
+/// to the system after a second instead of ten, and at once rather than
+/// being kept as "lazily freed", which still counts as resident.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static ALLOCATOR_SETTINGS: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -3,82 +3,15 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::sync::Arc;
 
-use common::{Backend, PASSWORD, TestApp, TestDb};
+use common::{Backend, PASSWORD, Process, TestDb};
 use tonic::Code;
-
-/// A running `authd serve` child process and the address it bound.
-struct Replica {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Replica {
-    fn start(db: &TestDb) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--bcrypt-cost", "4"])
-            .args(["--database-url", &db.url, "--log-format", "json"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start authd");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("authd logged that it serves")
-                .expect("log line");
-            let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-            if event["message"] == "authd serving gRPC" {
-                break event["address"]
-                    .as_str()
-                    .expect("address")
-                    .parse()
-                    .expect("addr");
-            }
-        };
-        // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr }
-    }
-
-    /// A client-side handle on the replica, reusing the test helpers.
-    fn app(&self, db: &Arc<TestDb>) -> TestApp {
-        TestApp::remote(self.addr, Arc::clone(db))
-    }
-
-    /// SIGTERM, then the exit status: a graceful stop exits 0.
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "authd exited with {status}");
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "authd did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_behave_as_one_service() {
     let db = Arc::new(TestDb::new(Backend::Postgres).await);
-    let (one, two) = (Replica::start(&db), Replica::start(&db));
+    let (one, two) = (Process::start(&db, &[]), Process::start(&db, &[]));
     let (a, b) = (one.app(&db), two.app(&db));
 
     let user = a
