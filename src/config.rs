@@ -5,8 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
+use url::Url;
 
 use crate::{
+    api::well_known::is_public_base,
     domain::PASSWORD_MAX_BYTES,
     keys::KeySettings,
     limits::{LimitSettings, Lockout, Rate},
@@ -188,6 +190,12 @@ pub struct Settings {
           global = true)]
     pub issuer: String,
 
+    /// The address clients reach authd at (e.g. https://auth.example.com),
+    /// for the discovery document's jwks_uri. Default: the issuer when it is
+    /// an http(s) URL, else the listen address.
+    #[arg(long, env = "AUTHD_PUBLIC_URL", value_parser = parse_public_url, global = true)]
+    pub public_url: Option<Url>,
+
     /// The `aud` claim of issued tokens, and the only one accepted.
     #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd", value_parser = parse_non_empty,
           global = true)]
@@ -316,6 +324,7 @@ pub struct Config {
     pub sessions: SessionSettings,
     pub keys: KeySettings,
     pub issuer: String,
+    pub public_url: Option<Url>,
     pub audience: String,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
@@ -364,6 +373,7 @@ impl TryFrom<Settings> for Config {
                 token_ttl: settings.token_ttl,
             },
             issuer: settings.issuer,
+            public_url: settings.public_url,
             audience: settings.audience,
             bcrypt_cost: settings.bcrypt_cost,
             password_min_length: usize::from(settings.password_min_length),
@@ -407,6 +417,16 @@ fn parse_token_ttl(value: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+fn parse_public_url(value: &str) -> Result<Url, String> {
+    match Url::parse(value) {
+        Ok(url) if is_public_base(&url) => Ok(url),
+        _ => Err(
+            "must be an absolute http:// or https:// URL without credentials, query or fragment"
+                .into(),
+        ),
+    }
+}
+
 fn parse_non_empty(value: &str) -> Result<String, String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -441,6 +461,23 @@ mod tests {
         assert_eq!(parse_token_ttl("15m"), Ok(Duration::from_secs(900)));
         for bad in ["0s", "1500ms", "25h", "soon"] {
             assert!(parse_token_ttl(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn the_public_url_is_an_absolute_http_url_that_can_prefix_a_path() {
+        for good in ["https://auth.example.com", "http://10.0.0.1:8080/authd/"] {
+            assert!(parse_public_url(good).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "auth.example.com",
+            "/authd",
+            "ftp://auth.example.com",
+            "https://auth.example.com/?x=1",
+            "https://auth.example.com/#top",
+            "https://user:pw@auth.example.com",
+        ] {
+            assert!(parse_public_url(bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -72,6 +72,7 @@ pub struct Application {
     keys: KeySettings,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
+    jwks_uri: Option<String>,
 }
 
 impl Application {
@@ -111,6 +112,12 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on AUTHD_LISTEN={}", config.listen))?;
+        let jwks_uri = well_known::jwks_uri(
+            config.public_url.as_ref(),
+            &config.issuer,
+            listener.local_addr()?,
+            tls.is_some(),
+        );
         Ok(Self {
             listener,
             database,
@@ -123,6 +130,7 @@ impl Application {
             keys: config.keys.clone(),
             metrics,
             metrics_listener: bind_metrics(config.metrics_listen).await?,
+            jwks_uri,
         })
     }
 
@@ -178,6 +186,7 @@ impl Application {
             routes.routes().into_axum_router(),
             self.tokens,
             jwks_max_age,
+            self.jwks_uri,
         );
 
         let tls_watcher = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
