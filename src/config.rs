@@ -10,6 +10,7 @@ use url::Url;
 use crate::{
     api::well_known::is_public_base,
     domain::PASSWORD_MAX_BYTES,
+    kek::KekSettings,
     keys::KeySettings,
     limits::{LimitSettings, Lockout, Rate},
     service::SessionSettings,
@@ -51,6 +52,10 @@ pub enum KeysCommand {
     /// AUTHD_KEY_REFRESH and signs with it after two; the old key keeps
     /// verifying until its tokens have expired.
     Rotate,
+    /// Encrypt every stored signing key under AUTHD_KEY_ENCRYPTION_KEY_FILE,
+    /// decrypting with AUTHD_PREVIOUS_KEY_ENCRYPTION_KEY_FILE where a key was
+    /// encrypted with that one. All keys or none, in one transaction.
+    Rewrap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -216,6 +221,22 @@ pub struct Settings {
     #[arg(long, env = "AUTHD_SIGNING_KEY_FILE", global = true)]
     pub signing_key_file: Option<PathBuf>,
 
+    /// Key-encryption key: a file holding 32 random bytes in base64
+    /// (`openssl rand -base64 32`). With it, signing keys stored in the
+    /// database are encrypted with it (XChaCha20-Poly1305).
+    #[arg(long, env = "AUTHD_KEY_ENCRYPTION_KEY_FILE", global = true)]
+    pub key_encryption_key_file: Option<PathBuf>,
+
+    /// The key-encryption key being replaced, used only to decrypt keys
+    /// still encrypted with it (while `authd keys rewrap` moves them).
+    #[arg(
+        long,
+        env = "AUTHD_PREVIOUS_KEY_ENCRYPTION_KEY_FILE",
+        requires = "key_encryption_key_file",
+        global = true
+    )]
+    pub previous_key_encryption_key_file: Option<PathBuf>,
+
     /// PEM certificate chain to serve TLS with; needs AUTHD_TLS_KEY_FILE.
     /// Without it authd serves plaintext. Reloaded on SIGHUP or change.
     #[arg(
@@ -371,6 +392,10 @@ impl TryFrom<Settings> for Config {
                 refresh: settings.key_refresh,
                 rotation_period: settings.key_rotation_period,
                 token_ttl: settings.token_ttl,
+                encryption: KekSettings {
+                    file: settings.key_encryption_key_file,
+                    previous_file: settings.previous_key_encryption_key_file,
+                },
             },
             issuer: settings.issuer,
             public_url: settings.public_url,

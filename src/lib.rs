@@ -9,6 +9,7 @@ pub mod domain;
 mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod kek;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
@@ -39,6 +40,7 @@ use crate::{
         well_known,
     },
     config::Config,
+    kek::Keks,
     keys::KeySettings,
     limits::Limits,
     metrics::Metrics,
@@ -70,6 +72,7 @@ pub struct Application {
     reflection: bool,
     shutdown_grace: Duration,
     keys: KeySettings,
+    keks: Keks,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
     jwks_uri: Option<String>,
@@ -80,7 +83,8 @@ impl Application {
     /// the listener. Every failure here is a startup error with context.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let database = connect_and_migrate(config).await?;
-        let keyring = keys::load(&database, &config.keys).await?;
+        let keks = Keks::load(&config.keys.encryption).await?;
+        let keyring = keys::load(&database, &config.keys, &keks).await?;
         let tokens = Arc::new(Tokens::new(
             keyring,
             config.issuer.clone(),
@@ -128,6 +132,7 @@ impl Application {
             reflection: config.reflection,
             shutdown_grace: config.shutdown_grace,
             keys: config.keys.clone(),
+            keks,
             metrics,
             metrics_listener: bind_metrics(config.metrics_listen).await?,
             jwks_uri,
@@ -159,6 +164,7 @@ impl Application {
             self.database,
             Arc::clone(&self.tokens),
             self.keys,
+            self.keks,
         ));
 
         let mut routes = Routes::builder();
@@ -290,8 +296,17 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// `authd keys rotate`: store the next signing key and stop.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<keys::Rotated> {
     let database = connect_and_migrate(config).await?;
-    keys::load(&database, &config.keys).await?;
-    keys::rotate(&database, &config.keys).await
+    let keks = Keks::load(&config.keys.encryption).await?;
+    keys::load(&database, &config.keys, &keks).await?;
+    keys::rotate(&database, &config.keys, &keks).await
+}
+
+/// `authd keys rewrap`: encrypt every stored signing key under the current
+/// key-encryption key and stop.
+pub async fn rewrap_keys(config: &Config) -> anyhow::Result<keys::Rewrapped> {
+    let database = connect_and_migrate(config).await?;
+    let keks = Keks::load(&config.keys.encryption).await?;
+    keys::rewrap(&database, &keks).await
 }
 
 async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {
