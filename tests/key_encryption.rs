@@ -17,7 +17,7 @@ backend_tests!(
 );
 
 const PLAINTEXT: &str =
-    "SELECT COUNT(*) AS n FROM signing_keys WHERE private_key_pem LIKE '%PRIVATE KEY%'";
+    "SELECT COUNT(*) AS n FROM signing_keys WHERE private_key LIKE '%PRIVATE KEY%'";
 const ALL: &str = "SELECT COUNT(*) AS n FROM signing_keys";
 
 /// A new KEK file in the test's directory, as `openssl rand -base64 32`
@@ -33,7 +33,7 @@ fn kek_file(db: &TestDb, name: &str) -> String {
 /// Rows sealed under the KEK with this id.
 fn sealed_under(kek_id: &str) -> String {
     format!(
-        "SELECT COUNT(*) AS n FROM signing_keys WHERE private_key_pem LIKE 'authd-kek-v1:{kek_id}:%'"
+        "SELECT COUNT(*) AS n FROM signing_keys WHERE private_key LIKE 'authd-kek-v1:{kek_id}:%'"
     )
 }
 
@@ -151,7 +151,7 @@ async fn rewrap_encrypts_plaintext_keys_and_moves_them_to_a_new_kek(backend: Bac
 
     // One row the command can open and one it cannot: it rolls back whole.
     db.execute(&format!(
-        "UPDATE signing_keys SET private_key_pem = '{}' WHERE generation = 1",
+        "UPDATE signing_keys SET private_key = '{}' WHERE generation = 1",
         common::write_key_file(&db).1
     ))
     .await;

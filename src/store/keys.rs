@@ -13,7 +13,6 @@ use crate::Error;
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct StoredKey {
     pub kid: String,
-    #[diesel(column_name = private_key_pem)]
     pub private_key: String,
     pub generation: i64,
     pub created_at: NaiveDateTime,
@@ -54,7 +53,7 @@ impl Database {
         with_conn!(self, |conn| diesel::insert_into(signing_keys::table)
             .values((
                 signing_keys::kid.eq(kid),
-                signing_keys::private_key_pem.eq(private_key),
+                signing_keys::private_key.eq(private_key),
                 signing_keys::generation.eq(generation),
                 signing_keys::created_at.eq(Utc::now().naive_utc()),
                 signing_keys::activates_at.eq(activates_at.naive_utc()),
@@ -84,7 +83,7 @@ impl Database {
                 for key in &stored {
                     let private_key = rewrap(key).map_err(RewrapFailure::Rewrap)?;
                     diesel::update(signing_keys::table.find(&key.kid))
-                        .set(signing_keys::private_key_pem.eq(private_key))
+                        .set(signing_keys::private_key.eq(private_key))
                         .execute(conn)
                         .await?;
                 }
