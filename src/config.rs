@@ -5,9 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
+use url::Url;
 
 use crate::{
+    api::well_known::is_public_base,
     domain::PASSWORD_MAX_BYTES,
+    kek::KekSettings,
     keys::KeySettings,
     limits::{LimitSettings, Lockout, Rate},
     listener::ListenerSettings,
@@ -50,6 +53,10 @@ pub enum KeysCommand {
     /// AUTHD_KEY_REFRESH and signs with it after two; the old key keeps
     /// verifying until its tokens have expired.
     Rotate,
+    /// Encrypt every stored signing key under AUTHD_KEY_ENCRYPTION_KEY_FILE,
+    /// decrypting with AUTHD_PREVIOUS_KEY_ENCRYPTION_KEY_FILE where a key was
+    /// encrypted with that one. All keys or none, in one transaction.
+    Rewrap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -214,6 +221,12 @@ pub struct Settings {
           global = true)]
     pub issuer: String,
 
+    /// The address clients reach authd at (e.g. https://auth.example.com),
+    /// for the discovery document's jwks_uri. Default: the issuer when it is
+    /// an http(s) URL, else the listen address.
+    #[arg(long, env = "AUTHD_PUBLIC_URL", value_parser = parse_public_url, global = true)]
+    pub public_url: Option<Url>,
+
     /// The `aud` claim of issued tokens, and the only one accepted.
     #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd", value_parser = parse_non_empty,
           global = true)]
@@ -233,6 +246,22 @@ pub struct Settings {
     /// generates a key on first start and keeps it in the database.
     #[arg(long, env = "AUTHD_SIGNING_KEY_FILE", global = true)]
     pub signing_key_file: Option<PathBuf>,
+
+    /// Key-encryption key: a file holding 32 random bytes in base64
+    /// (`openssl rand -base64 32`). With it, signing keys stored in the
+    /// database are encrypted with it (XChaCha20-Poly1305).
+    #[arg(long, env = "AUTHD_KEY_ENCRYPTION_KEY_FILE", global = true)]
+    pub key_encryption_key_file: Option<PathBuf>,
+
+    /// The key-encryption key being replaced, used only to decrypt keys
+    /// still encrypted with it (while `authd keys rewrap` moves them).
+    #[arg(
+        long,
+        env = "AUTHD_PREVIOUS_KEY_ENCRYPTION_KEY_FILE",
+        requires = "key_encryption_key_file",
+        global = true
+    )]
+    pub previous_key_encryption_key_file: Option<PathBuf>,
 
     /// PEM certificate chain to serve TLS with; needs AUTHD_TLS_KEY_FILE.
     /// Without it authd serves plaintext. Reloaded on SIGHUP or change.
@@ -374,6 +403,7 @@ pub struct Config {
     pub sessions: SessionSettings,
     pub keys: KeySettings,
     pub issuer: String,
+    pub public_url: Option<Url>,
     pub audience: String,
     pub bcrypt_cost: u32,
     pub password_min_length: usize,
@@ -432,8 +462,13 @@ impl TryFrom<Settings> for Config {
                 refresh: settings.key_refresh,
                 rotation_period: settings.key_rotation_period,
                 token_ttl: settings.token_ttl,
+                encryption: KekSettings {
+                    file: settings.key_encryption_key_file,
+                    previous_file: settings.previous_key_encryption_key_file,
+                },
             },
             issuer: settings.issuer,
+            public_url: settings.public_url,
             audience: settings.audience,
             bcrypt_cost: settings.bcrypt_cost,
             password_min_length: usize::from(settings.password_min_length),
@@ -477,6 +512,16 @@ fn parse_token_ttl(value: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+fn parse_public_url(value: &str) -> Result<Url, String> {
+    match Url::parse(value) {
+        Ok(url) if is_public_base(&url) => Ok(url),
+        _ => Err(
+            "must be an absolute http:// or https:// URL without credentials, query or fragment"
+                .into(),
+        ),
+    }
+}
+
 fn parse_non_empty(value: &str) -> Result<String, String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
@@ -511,6 +556,23 @@ mod tests {
         assert_eq!(parse_token_ttl("15m"), Ok(Duration::from_secs(900)));
         for bad in ["0s", "1500ms", "25h", "soon"] {
             assert!(parse_token_ttl(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn the_public_url_is_an_absolute_http_url_that_can_prefix_a_path() {
+        for good in ["https://auth.example.com", "http://10.0.0.1:8080/authd/"] {
+            assert!(parse_public_url(good).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "auth.example.com",
+            "/authd",
+            "ftp://auth.example.com",
+            "https://auth.example.com/?x=1",
+            "https://auth.example.com/#top",
+            "https://user:pw@auth.example.com",
+        ] {
+            assert!(parse_public_url(bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -11,9 +11,11 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 
 use crate::{
     Error,
+    kek::{KekSettings, Keks},
     store::{Database, StoredKey},
     token::{KeyPair, Keyring, LEEWAY, Tokens},
 };
@@ -29,6 +31,8 @@ pub struct KeySettings {
     pub rotation_period: Option<Duration>,
     /// The access token lifetime: how long a retired key keeps verifying.
     pub token_ttl: Duration,
+    /// The key-encryption keys that seal keys stored in the database.
+    pub encryption: KekSettings,
 }
 
 impl KeySettings {
@@ -44,7 +48,7 @@ impl KeySettings {
 /// The keyring to start with. Without a key file and with an empty table,
 /// this creates generation 1; replicas starting together each offer one and
 /// all adopt the one the database kept.
-pub async fn load(db: &Database, settings: &KeySettings) -> anyhow::Result<Keyring> {
+pub async fn load(db: &Database, settings: &KeySettings, keks: &Keks) -> anyhow::Result<Keyring> {
     if let Some(path) = &settings.file {
         let context = || format!("AUTHD_SIGNING_KEY_FILE {}", path.display());
         let pem = tokio::fs::read_to_string(path)
@@ -59,20 +63,41 @@ pub async fn load(db: &Database, settings: &KeySettings) -> anyhow::Result<Keyri
     if stored.is_empty() {
         let key = KeyPair::generate()?;
         if db
-            .insert_signing_key(key.kid(), key.pkcs8_pem(), 1, Utc::now())
+            .insert_signing_key(
+                key.kid(),
+                &keks.seal(key.kid(), key.pkcs8_pem())?,
+                1,
+                Utc::now(),
+            )
             .await?
         {
             tracing::info!(kid = key.kid(), "first signing key created");
         }
         stored = db.signing_keys().await?;
     }
-    Ok(keyring_from(stored, Utc::now(), settings.retention())?)
+    let plaintext = stored
+        .iter()
+        .filter(|key| !Keks::is_sealed(&key.private_key))
+        .count();
+    if keks.current_id().is_some() && plaintext > 0 {
+        tracing::warn!(
+            plaintext,
+            "signing keys are stored unencrypted; run `authd keys rewrap` to encrypt them"
+        );
+    }
+    Ok(keyring_from(
+        stored,
+        Utc::now(),
+        settings.retention(),
+        keks,
+    )?)
 }
 
 fn keyring_from(
     stored: Vec<StoredKey>,
     now: DateTime<Utc>,
     retention: Duration,
+    keks: &Keks,
 ) -> Result<Keyring, Error> {
     let retention = chrono::Duration::from_std(retention).map_err(Error::internal)?;
     let Some(signing) = stored
@@ -90,7 +115,7 @@ fn keyring_from(
         if !keep {
             continue;
         }
-        let pair = KeyPair::from_pkcs8_pem(&key.private_key_pem)?;
+        let pair = KeyPair::from_pkcs8_pem(keks.open(&key.kid, &key.private_key)?.expose_secret())?;
         if index == signing {
             signing_key = Some(pair);
         } else {
@@ -110,7 +135,7 @@ pub struct Rotated {
 
 /// Stores the next generation of key, to sign from after the publish delay.
 /// Two rotations racing for one generation store one key; the loser is told.
-pub async fn rotate(db: &Database, settings: &KeySettings) -> anyhow::Result<Rotated> {
+pub async fn rotate(db: &Database, settings: &KeySettings, keks: &Keks) -> anyhow::Result<Rotated> {
     anyhow::ensure!(
         settings.file.is_none(),
         "keys come from AUTHD_SIGNING_KEY_FILE; replace the file to change them"
@@ -124,7 +149,12 @@ pub async fn rotate(db: &Database, settings: &KeySettings) -> anyhow::Result<Rot
     let activates_at = Utc::now()
         + chrono::Duration::from_std(settings.publish_delay()).map_err(Error::internal)?;
     let stored = db
-        .insert_signing_key(key.kid(), key.pkcs8_pem(), generation, activates_at)
+        .insert_signing_key(
+            key.kid(),
+            &keks.seal(key.kid(), key.pkcs8_pem())?,
+            generation,
+            activates_at,
+        )
         .await?;
     anyhow::ensure!(
         stored,
@@ -137,15 +167,39 @@ pub async fn rotate(db: &Database, settings: &KeySettings) -> anyhow::Result<Rot
     })
 }
 
+/// What `authd keys rewrap` did.
+pub struct Rewrapped {
+    pub count: usize,
+    pub kek_id: String,
+}
+
+/// Seals every stored key under the current KEK, opening each with
+/// whichever configured KEK sealed it (or none, for plaintext rows): this
+/// encrypts existing plaintext keys and moves keys off a previous KEK. One
+/// transaction, so a crash leaves all rows as they were or all rewrapped.
+pub async fn rewrap(db: &Database, keks: &Keks) -> anyhow::Result<Rewrapped> {
+    let kek_id = keks
+        .current_id()
+        .context("keys rewrap needs AUTHD_KEY_ENCRYPTION_KEY_FILE: the key to encrypt with")?
+        .to_owned();
+    let count = db
+        .rewrap_signing_keys(|key| {
+            let pem = keks.open(&key.kid, &key.private_key)?;
+            keks.seal(&key.kid, pem.expose_secret())
+        })
+        .await?;
+    Ok(Rewrapped { count, kek_id })
+}
+
 /// Reloads the keyring every refresh interval, rotating first when the
 /// newest key has reached the rotation period. Runs until aborted.
-pub async fn keep_fresh(db: Database, tokens: Arc<Tokens>, settings: KeySettings) {
+pub async fn keep_fresh(db: Database, tokens: Arc<Tokens>, settings: KeySettings, keks: Keks) {
     if settings.file.is_some() {
         return;
     }
     loop {
         tokio::time::sleep(settings.refresh).await;
-        if let Err(error) = refresh_once(&db, &tokens, &settings).await {
+        if let Err(error) = refresh_once(&db, &tokens, &settings, &keks).await {
             tracing::warn!(error = %error, "cannot refresh signing keys; keeping the current ones");
         }
     }
@@ -155,6 +209,7 @@ async fn refresh_once(
     db: &Database,
     tokens: &Tokens,
     settings: &KeySettings,
+    keks: &Keks,
 ) -> anyhow::Result<()> {
     let mut stored = db.signing_keys().await?;
     let due = settings.rotation_period.is_some_and(|period| {
@@ -166,13 +221,13 @@ async fn refresh_once(
     if due {
         // Every replica may find the rotation due at once; the unique
         // generation lets one of them store it and the rest just reload.
-        match rotate(db, settings).await {
+        match rotate(db, settings, keks).await {
             Ok(rotated) => tracing::info!(kid = %rotated.kid, "signing key rotated on schedule"),
             Err(error) => tracing::debug!(error = %error, "scheduled rotation not stored"),
         }
         stored = db.signing_keys().await?;
     }
-    let keyring = keyring_from(stored, Utc::now(), settings.retention())?;
+    let keyring = keyring_from(stored, Utc::now(), settings.retention(), keks)?;
     tokens.install(keyring);
     Ok(())
 }
@@ -185,7 +240,7 @@ mod tests {
         let pair = KeyPair::generate().expect("key");
         let key = StoredKey {
             kid: pair.kid().to_owned(),
-            private_key_pem: pair.pkcs8_pem().to_owned(),
+            private_key: pair.pkcs8_pem().to_owned(),
             generation,
             created_at: activates_at.naive_utc(),
             activates_at: activates_at.naive_utc(),
@@ -195,7 +250,8 @@ mod tests {
 
     /// The signing kid and the published kids, in JWKS order.
     fn published(keys: Vec<StoredKey>, now: DateTime<Utc>) -> (String, Vec<String>) {
-        let keyring = keyring_from(keys, now, Duration::from_secs(900)).expect("keyring");
+        let keyring =
+            keyring_from(keys, now, Duration::from_secs(900), &Keks::default()).expect("keyring");
         let signing = keyring.signing_kid().to_owned();
         let tokens = Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60));
         let kids = tokens.jwks().keys.into_iter().map(|key| key.kid).collect();

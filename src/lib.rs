@@ -9,6 +9,7 @@ pub mod domain;
 mod error;
 #[cfg(test)]
 mod fuzz;
+pub mod kek;
 pub mod keys;
 pub mod limits;
 pub mod listener;
@@ -41,6 +42,7 @@ use crate::{
         well_known,
     },
     config::Config,
+    kek::Keks,
     keys::KeySettings,
     limits::Limits,
     listener::{CallLimitLayer, KEEPALIVE_TIMEOUT, ListenerSettings},
@@ -74,8 +76,10 @@ pub struct Application {
     shutdown_grace: Duration,
     keys: KeySettings,
     listener_settings: ListenerSettings,
+    keks: Keks,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
+    jwks_uri: Option<String>,
 }
 
 impl Application {
@@ -83,7 +87,8 @@ impl Application {
     /// the listener. Every failure here is a startup error with context.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let database = connect_and_migrate(config).await?;
-        let keyring = keys::load(&database, &config.keys).await?;
+        let keks = Keks::load(&config.keys.encryption).await?;
+        let keyring = keys::load(&database, &config.keys, &keks).await?;
         let tokens = Arc::new(Tokens::new(
             keyring,
             config.issuer.clone(),
@@ -115,6 +120,12 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on AUTHD_LISTEN={}", config.listen))?;
+        let jwks_uri = well_known::jwks_uri(
+            config.public_url.as_ref(),
+            &config.issuer,
+            listener.local_addr()?,
+            tls.is_some(),
+        );
         Ok(Self {
             listener,
             database,
@@ -126,8 +137,10 @@ impl Application {
             shutdown_grace: config.shutdown_grace,
             keys: config.keys.clone(),
             listener_settings: config.listener,
+            keks,
             metrics,
             metrics_listener: bind_metrics(config.metrics_listen).await?,
+            jwks_uri,
         })
     }
 
@@ -156,6 +169,7 @@ impl Application {
             self.database,
             Arc::clone(&self.tokens),
             self.keys,
+            self.keks,
         ));
 
         let mut routes = Routes::builder();
@@ -197,6 +211,7 @@ impl Application {
             routes.routes().into_axum_router(),
             self.tokens,
             jwks_max_age,
+            self.jwks_uri,
         );
 
         let tls_watcher = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
@@ -313,8 +328,17 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// `authd keys rotate`: store the next signing key and stop.
 pub async fn rotate_keys(config: &Config) -> anyhow::Result<keys::Rotated> {
     let database = connect_and_migrate(config).await?;
-    keys::load(&database, &config.keys).await?;
-    keys::rotate(&database, &config.keys).await
+    let keks = Keks::load(&config.keys.encryption).await?;
+    keys::load(&database, &config.keys, &keks).await?;
+    keys::rotate(&database, &config.keys, &keks).await
+}
+
+/// `authd keys rewrap`: encrypt every stored signing key under the current
+/// key-encryption key and stop.
+pub async fn rewrap_keys(config: &Config) -> anyhow::Result<keys::Rewrapped> {
+    let database = connect_and_migrate(config).await?;
+    let keks = Keks::load(&config.keys.encryption).await?;
+    keys::rewrap(&database, &keks).await
 }
 
 async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {

@@ -46,6 +46,12 @@ async fn main() -> ExitCode {
                 rotated.activates_at.to_rfc3339()
             );
         }),
+        Command::Keys(KeysCommand::Rewrap) => authd::rewrap_keys(&config).await.map(|rewrapped| {
+            println!(
+                "encrypted {} signing keys under key-encryption key {}",
+                rewrapped.count, rewrapped.kek_id
+            );
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

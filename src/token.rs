@@ -173,12 +173,32 @@ pub fn verify_with(
         .map_err(|_| Error::InvalidToken)
 }
 
-/// The header of a token that could be ours: small enough, EdDSA, `at+jwt`.
+/// The header of a token that could be ours: small enough, EdDSA, `at+jwt`,
+/// and no `crit`. RFC 7515 4.1.11 requires rejecting a token whose `crit`
+/// names an extension the recipient does not understand; we understand
+/// none. jsonwebtoken parses `crit` but never enforces it, and reads
+/// `"crit": null` as absent, so the header's JSON is inspected here, before
+/// it becomes a `Header`.
 pub fn parse_header(token: &str) -> Result<Header, Error> {
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Err(Error::InvalidToken);
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| Error::InvalidToken)?;
+    let mut parts = token.split('.');
+    let (Some(encoded), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::InvalidToken);
+    };
+    let json = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| Error::InvalidToken)?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| Error::InvalidToken)?;
+    if fields.contains_key("crit") {
+        return Err(Error::InvalidToken);
+    }
+    let header: Header = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|_| Error::InvalidToken)?;
     let typ_ok = header.typ.as_deref().is_some_and(|typ| {
         typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
     });
@@ -330,6 +350,61 @@ mod tests {
         let again = KeyPair::from_pkcs8_pem(key.pkcs8_pem()).expect("parse");
         assert_eq!(key.kid(), again.kid());
         assert_eq!(key.kid().len(), 43);
+    }
+
+    /// A token signed by `key` whose header is `header`, as a forger with
+    /// the real key would make it.
+    fn signed_with_header(key: &KeyPair, header: &serde_json::Value) -> String {
+        let now = Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "iss": "iss", "sub": Uuid::now_v7().to_string(), "aud": "aud",
+            "exp": now + 60, "iat": now, "nbf": now,
+            "jti": "j", "sid": Uuid::now_v7().to_string(),
+        });
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, Algorithm::EdDSA)
+                .expect("sign");
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn a_crit_header_parameter_of_any_value_is_rejected() {
+        let key = KeyPair::generate().expect("key");
+        let pem = key.pkcs8_pem().to_owned();
+        let header = |crit: Option<serde_json::Value>| {
+            let mut header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid()});
+            if let Some(crit) = crit {
+                header["crit"] = crit;
+            }
+            signed_with_header(&key, &header)
+        };
+        let plain = header(None);
+        let crits = [
+            serde_json::json!(["exp"]),
+            serde_json::json!(["urn:example:unknown"]),
+            serde_json::json!([]),
+            serde_json::Value::Null,
+        ]
+        .map(|crit| header(Some(crit)));
+        let tokens = Tokens::new(
+            Keyring::new(KeyPair::from_pkcs8_pem(&pem).expect("key"), &[]).expect("keyring"),
+            "iss".into(),
+            "aud".into(),
+            Duration::from_secs(60),
+        );
+        assert!(
+            tokens.verify(&plain).is_ok(),
+            "the forging works without crit"
+        );
+        for token in crits {
+            assert!(parse_header(&token).is_err());
+            assert!(tokens.verify(&token).is_err());
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tonic::Code;
 backend_tests!(
     the_jwks_is_served_over_http1_and_http2,
     discovery_points_at_the_jwks,
+    discovery_ignores_the_host_the_client_claims,
     rotation_keeps_old_tokens_valid_and_switches_signing,
     keys_rotate_on_schedule,
     pyjwt_verifies_tokens_against_the_jwks,
@@ -65,6 +66,56 @@ async fn the_jwks_is_served_over_http1_and_http2(backend: Backend) {
     assert_eq!(status, 404);
 }
 
+/// GET `path` on one fresh connection to the app while claiming to be
+/// talking to `host`: as the `Host` header (origin-form or absolute-form
+/// request target) over HTTP/1.1, or as `:authority` over HTTP/2.
+async fn get_claiming_host(app: &TestApp, path: &str, host: &str, how: &str) -> (u16, String) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let io = TokioIo::new(
+        tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connect"),
+    );
+    let absolute = format!("http://{host}{path}");
+    let request = |target: &str| {
+        http::Request::get(target)
+            .header(http::header::HOST, host)
+            .body(Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    let response = if how == "h2" {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(connection);
+        let mut request = request(&absolute);
+        request.headers_mut().remove(http::header::HOST);
+        sender.send_request(request).await.expect("h2 response")
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(connection);
+        let target = if how == "h1 absolute" {
+            &absolute
+        } else {
+            path
+        };
+        sender
+            .send_request(request(target))
+            .await
+            .expect("response")
+    };
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("body");
+    (
+        status,
+        String::from_utf8(body.to_bytes().to_vec()).expect("utf-8"),
+    )
+}
+
 async fn discovery_points_at_the_jwks(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (status, _, body) = app
@@ -86,6 +137,56 @@ async fn discovery_points_at_the_jwks(backend: Backend) {
         document["jwks_uri"],
         "https://auth.example.com/.well-known/jwks.json"
     );
+
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            "--issuer",
+            "https://auth.example.com",
+            "--public-url",
+            "https://keys.example.com/authd/",
+        ],
+    )
+    .await;
+    let (_, _, body) = app
+        .http_get("/.well-known/openid-configuration", false)
+        .await;
+    let document: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        document["jwks_uri"],
+        "https://keys.example.com/authd/.well-known/jwks.json"
+    );
+}
+
+/// A forged Host or :authority never reaches the document, which is
+/// publicly cacheable and would otherwise send every reader to the forger.
+async fn discovery_ignores_the_host_the_client_claims(backend: Backend) {
+    let apps = [
+        (TestApp::spawn(backend).await, None),
+        (
+            TestApp::spawn_with(backend, &["--public-url", "https://auth.example.com"]).await,
+            Some("https://auth.example.com/.well-known/jwks.json"),
+        ),
+    ];
+    for (app, configured) in apps {
+        let expected = configured.map_or_else(
+            || format!("http://{}/.well-known/jwks.json", app.addr),
+            str::to_owned,
+        );
+        for how in ["h1", "h1 absolute", "h2"] {
+            let (status, body) = get_claiming_host(
+                &app,
+                "/.well-known/openid-configuration",
+                "evil.example",
+                how,
+            )
+            .await;
+            assert_eq!(status, 200, "{how}");
+            assert!(!body.contains("evil"), "{how}: {body}");
+            let document: Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(document["jwks_uri"], expected.as_str(), "{how}");
+        }
+    }
 }
 
 /// Logs in until the token is signed by a key other than `old_kid`.

@@ -249,3 +249,53 @@ async fn services_verify_tokens_against_the_jwks_over_https() {
         "a JWKS behind an untrusted certificate is refused"
     );
 }
+
+/// Served over TLS only, discovery says https, and a forged Host changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_over_tls_says_https_whatever_the_host_header() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    use tokio_rustls::rustls::{
+        ClientConfig, RootCertStore,
+        crypto::ring,
+        pki_types::{CertificateDer, pem::PemObject},
+    };
+    let ca = Ca::new();
+    let app = spawn_tls(&ca.issue(&["localhost"]), None).await;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("CA"))
+        .expect("root");
+    let tls = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build::<_, Empty<bytes::Bytes>>(connector);
+    let request = http::Request::get(format!(
+        "https://localhost:{}/.well-known/openid-configuration",
+        app.addr.port()
+    ))
+    .header(http::header::HOST, "evil.example")
+    .body(Empty::new())
+    .expect("request");
+    let response = client.request(request).await.expect("discovery over TLS");
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let document: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        document["jwks_uri"],
+        format!("https://{}/.well-known/jwks.json", app.addr).as_str()
+    );
+}

@@ -15,6 +15,7 @@ backend_tests!(
     the_bearer_scheme_is_case_insensitive,
     a_token_for_a_deleted_user_is_refused,
     public_rpcs_ignore_the_authorization_header,
+    a_token_with_a_crit_header_is_refused_by_authd_and_the_verifier,
 );
 
 const ISSUER: &str = "https://auth.test";
@@ -244,6 +245,10 @@ async fn every_forged_or_invalid_token_is_refused_alike(backend: Backend) {
             forger.with_header(|h| h.kid = Some("someone-else".into())),
         ),
         ("no kid", forger.with_header(|h| h.kid = None)),
+        (
+            "crit header",
+            forger.with_header(|h| h.crit = Some(vec!["exp".into()])),
+        ),
     ];
     for (case, token) in cases {
         forger.assert_refused(case, Some(&bearer(&token))).await;
@@ -295,4 +300,62 @@ async fn public_rpcs_ignore_the_authorization_header(backend: Backend) {
         "Basic Zm9vOmJhcg==".parse().expect("ascii"),
     );
     client.login(login).await.expect("login needs no token");
+}
+
+/// RFC 7515 4.1.11: a `crit` we do not understand (and we understand none)
+/// makes the token invalid, at authd and in `authd::verify` alike.
+async fn a_token_with_a_crit_header_is_refused_by_authd_and_the_verifier(backend: Backend) {
+    use authd::{api::well_known::JWKS_PATH, verify::JwksVerifier};
+    let forger = Forger::new(backend).await;
+    let url = format!("http://{}{JWKS_PATH}", forger.app.addr)
+        .parse()
+        .expect("url");
+    let verifier = JwksVerifier::new(url, ISSUER, AUDIENCE)
+        .await
+        .expect("verifier");
+    let valid = forger.sign(&forger.header(), &forger.claims());
+    forger.app.get_me(&valid).await.expect("baseline is valid");
+    assert!(
+        forger
+            .app
+            .introspect(&valid)
+            .await
+            .expect("introspect")
+            .active
+    );
+    assert!(verifier.claims(&valid).await.is_some());
+
+    let mut with_null_crit = serde_json::to_value(forger.header()).expect("header");
+    with_null_crit["crit"] = Value::Null;
+    let (_, signed) = valid.split_once('.').expect("jwt");
+    let (claims, _) = signed.split_once('.').expect("jwt");
+    let message = format!(
+        "{}.{claims}",
+        URL_SAFE_NO_PAD.encode(with_null_crit.to_string())
+    );
+    let key = EncodingKey::from_ed_pem(forger.pem.as_bytes()).expect("key");
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::EdDSA).expect("sign");
+    let cases = [
+        (
+            "crit naming a registered claim",
+            forger.with_header(|h| h.crit = Some(vec!["exp".into()])),
+        ),
+        (
+            "crit naming an extension",
+            forger.with_header(|h| {
+                h.crit = Some(vec!["urn:example:ext".into()]);
+                h.extras.insert("urn:example:ext", true);
+            }),
+        ),
+        ("empty crit", forger.with_header(|h| h.crit = Some(vec![]))),
+        ("null crit", format!("{message}.{signature}")),
+    ];
+    for (case, token) in cases {
+        forger.assert_refused(case, Some(&bearer(&token))).await;
+        let introspected = forger.app.introspect(&token).await.expect(case);
+        assert!(!introspected.active, "{case}: introspection says inactive");
+        assert!(introspected.sub.is_empty(), "{case}: and nothing more");
+        assert!(verifier.claims(&token).await.is_none(), "{case}: verifier");
+    }
 }

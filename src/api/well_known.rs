@@ -1,7 +1,7 @@
 //! Plain HTTP endpoints on the gRPC address, for services that verify access
 //! tokens themselves: the JWKS and a minimal OpenID discovery document.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -11,6 +11,7 @@ use axum::{
     routing::get,
 };
 use serde::Serialize;
+use url::Url;
 
 use crate::token::Tokens;
 
@@ -21,20 +22,71 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 struct WellKnown {
     tokens: Arc<Tokens>,
     cache_control: String,
+    jwks_uri: Option<Arc<str>>,
+}
+
+/// Where discovery says the JWKS is, decided from configuration alone:
+/// request headers are the client's to choose, and a shared cache would
+/// hand a forged `Host` back to everyone. In order: `public_url`; the
+/// issuer when it is an http(s) URL, as OpenID Discovery expects; else the
+/// address authd is bound to, with `https` when it serves TLS. `None` when
+/// that address is a wildcard, which no client can reach: discovery is
+/// then off (404), and the log says how to turn it on.
+pub fn jwks_uri(
+    public_url: Option<&Url>,
+    issuer: &str,
+    bound: SocketAddr,
+    tls: bool,
+) -> Option<String> {
+    let base = if let Some(url) = public_url {
+        url.as_str().trim_end_matches('/').to_owned()
+    } else if Url::parse(issuer).is_ok_and(|url| is_public_base(&url)) {
+        issuer.trim_end_matches('/').to_owned()
+    } else if bound.ip().is_unspecified() {
+        tracing::warn!(
+            address = %bound,
+            "no discovery document: set AUTHD_PUBLIC_URL (or an http(s) AUTHD_ISSUER) to the \
+             address clients reach authd at"
+        );
+        return None;
+    } else {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{bound}")
+    };
+    Some(format!("{base}{JWKS_PATH}"))
+}
+
+/// An absolute http(s) URL that can prefix a path: a host, and no
+/// credentials, query or fragment.
+pub fn is_public_base(url: &Url) -> bool {
+    matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
 }
 
 /// Adds the well-known documents to the gRPC routes. `max_age` is how long
 /// a client may cache the key set. Keys are published two refresh intervals
 /// before they sign anything, so a cache that honours a max-age of one
-/// interval always knows a key before it meets a token.
-pub fn add_to(grpc: Router, tokens: Arc<Tokens>, max_age: Duration) -> Router {
-    let documents = Router::new()
-        .route(JWKS_PATH, get(jwks))
-        .route(DISCOVERY_PATH, get(discovery))
-        .with_state(WellKnown {
-            tokens,
-            cache_control: format!("public, max-age={}", max_age.as_secs()),
-        });
+/// interval always knows a key before it meets a token. Discovery is served
+/// only with a `jwks_uri` (see [`jwks_uri`]).
+pub fn add_to(
+    grpc: Router,
+    tokens: Arc<Tokens>,
+    max_age: Duration,
+    jwks_uri: Option<String>,
+) -> Router {
+    let mut documents = Router::new().route(JWKS_PATH, get(jwks));
+    if jwks_uri.is_some() {
+        documents = documents.route(DISCOVERY_PATH, get(discovery));
+    }
+    let documents = documents.with_state(WellKnown {
+        tokens,
+        cache_control: format!("public, max-age={}", max_age.as_secs()),
+        jwks_uri: jwks_uri.map(Arc::from),
+    });
     grpc.merge(documents).fallback(not_found)
 }
 
@@ -64,36 +116,17 @@ async fn jwks(State(state): State<WellKnown>) -> Response {
 #[derive(Serialize)]
 struct Discovery<'a> {
     issuer: &'a str,
-    jwks_uri: String,
+    jwks_uri: &'a str,
     id_token_signing_alg_values_supported: [&'a str; 1],
 }
 
-/// The JWKS address is the issuer's when the issuer is a URL, as OpenID
-/// Discovery expects; otherwise it is this server as the client reached it.
-async fn discovery(State(state): State<WellKnown>, request: Request) -> Response {
-    let issuer = state.tokens.issuer();
-    let base = if issuer.starts_with("https://") || issuer.starts_with("http://") {
-        issuer.trim_end_matches('/').to_owned()
-    } else {
-        let host = request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|host| host.to_str().ok())
-                    .map(str::to_owned)
-            });
-        let Some(host) = host else {
-            return (StatusCode::BAD_REQUEST, "a Host header is required").into_response();
-        };
-        format!("http://{host}")
+async fn discovery(State(state): State<WellKnown>) -> Response {
+    let Some(jwks_uri) = state.jwks_uri.as_deref() else {
+        return StatusCode::NOT_FOUND.into_response();
     };
     let document = Discovery {
-        issuer,
-        jwks_uri: format!("{base}{JWKS_PATH}"),
+        issuer: state.tokens.issuer(),
+        jwks_uri,
         id_token_signing_alg_values_supported: ["EdDSA"],
     };
     json(&document, "application/json", &state.cache_control)
@@ -113,5 +146,36 @@ fn json(body: &impl Serialize, content_type: &'static str, cache_control: &str) 
             tracing::error!(%error, "cannot serialize a well-known document");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jwks_uri_comes_from_configuration_in_order() {
+        let bound: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+        let public = Url::parse("https://auth.example.com/authd/").expect("url");
+        let uri = |public, issuer, bound, tls| jwks_uri(public, issuer, bound, tls);
+        assert_eq!(
+            uri(Some(&public), "https://issuer.example", bound, false).as_deref(),
+            Some("https://auth.example.com/authd/.well-known/jwks.json")
+        );
+        assert_eq!(
+            uri(None, "https://issuer.example/", bound, false).as_deref(),
+            Some("https://issuer.example/.well-known/jwks.json")
+        );
+        assert_eq!(
+            uri(None, "authd", bound, true).as_deref(),
+            Some("https://127.0.0.1:8443/.well-known/jwks.json")
+        );
+        assert_eq!(
+            uri(None, "https://issuer.example/?q#f", bound, false).as_deref(),
+            Some("http://127.0.0.1:8443/.well-known/jwks.json"),
+            "an issuer that cannot prefix a path is not used"
+        );
+        let wildcard: SocketAddr = "[::]:50051".parse().expect("addr");
+        assert_eq!(uri(None, "authd", wildcard, true), None);
     }
 }

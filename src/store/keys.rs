@@ -1,17 +1,19 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel::result::Error as QueryError;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{Database, query_error, schema::signing_keys, with_conn};
 use crate::Error;
 
-/// A signing key as stored. The private key is PKCS#8 PEM.
+/// A signing key as stored. The private key is PKCS#8 PEM, or sealed under
+/// a key-encryption key (see `kek`); the store does not look inside.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = signing_keys)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
 pub struct StoredKey {
     pub kid: String,
-    pub private_key_pem: String,
+    pub private_key: String,
     pub generation: i64,
     pub created_at: NaiveDateTime,
     pub activates_at: NaiveDateTime,
@@ -44,14 +46,14 @@ impl Database {
     pub async fn insert_signing_key(
         &self,
         kid: &str,
-        pkcs8_pem: &str,
+        private_key: &str,
         generation: i64,
         activates_at: DateTime<Utc>,
     ) -> Result<bool, Error> {
         with_conn!(self, |conn| diesel::insert_into(signing_keys::table)
             .values((
                 signing_keys::kid.eq(kid),
-                signing_keys::private_key_pem.eq(pkcs8_pem),
+                signing_keys::private_key.eq(private_key),
                 signing_keys::generation.eq(generation),
                 signing_keys::created_at.eq(Utc::now().naive_utc()),
                 signing_keys::activates_at.eq(activates_at.naive_utc()),
@@ -61,5 +63,48 @@ impl Database {
             .await
             .map(|inserted| inserted == 1)
             .map_err(query_error))
+    }
+
+    /// Replaces every stored private key with `rewrap` of it, in one
+    /// transaction: a failure or a crash leaves every row as it was. Returns
+    /// how many rows were rewritten.
+    pub async fn rewrap_signing_keys(
+        &self,
+        rewrap: impl Fn(&StoredKey) -> Result<String, Error> + Sync,
+    ) -> Result<usize, Error> {
+        let rewrap = &rewrap;
+        let outcome = with_conn!(self, |conn| conn
+            .transaction::<_, RewrapFailure, _>(async |conn| {
+                let stored = signing_keys::table
+                    .select(StoredKey::as_select())
+                    .order(signing_keys::generation.asc())
+                    .load(conn)
+                    .await?;
+                for key in &stored {
+                    let private_key = rewrap(key).map_err(RewrapFailure::Rewrap)?;
+                    diesel::update(signing_keys::table.find(&key.kid))
+                        .set(signing_keys::private_key.eq(private_key))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(stored.len())
+            })
+            .await);
+        outcome.map_err(|failure| match failure {
+            RewrapFailure::Query(error) => query_error(error),
+            RewrapFailure::Rewrap(error) => error,
+        })
+    }
+}
+
+/// Why a rewrap transaction rolled back.
+enum RewrapFailure {
+    Query(QueryError),
+    Rewrap(Error),
+}
+
+impl From<QueryError> for RewrapFailure {
+    fn from(error: QueryError) -> Self {
+        Self::Query(error)
     }
 }

@@ -17,7 +17,7 @@ diesel::table! {
 diesel::table! {
     signing_keys (kid) {
         kid -> Text,
-        private_key_pem -> Text,
+        private_key -> Text,
         generation -> BigInt,
         created_at -> Timestamp,
         activates_at -> Timestamp,
