@@ -47,6 +47,18 @@ pub enum Error {
     #[error("wrong current password")]
     WrongPassword,
 
+    /// `UNAUTHENTICATED`: ChangePassword was called again while the user's
+    /// password changes are throttled after too many wrong current
+    /// passwords. The calling session has been revoked, so a stolen token
+    /// buys no further guesses; the owner logs in again.
+    #[error("password change guessing: session revoked")]
+    GuessingSessionEnded,
+
+    /// `ABORTED`: the password changed between this ChangePassword's check
+    /// of the current password and its write, so nothing was changed.
+    #[error("password changed concurrently")]
+    PasswordChanged,
+
     /// `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`: this client sent
     /// more Login or Signup calls than its rate allows.
     #[error("client rate limit exceeded")]
@@ -114,6 +126,12 @@ impl From<Error> for Status {
             Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
             Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
             Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
+            Error::GuessingSessionEnded => Status::unauthenticated(
+                "too many wrong current passwords: this session has ended, log in again",
+            ),
+            Error::PasswordChanged => Status::aborted(
+                "the password was changed by another request meanwhile; nothing was changed",
+            ),
             Error::RateLimited { retry_after } => retry_later(
                 "too many requests from this client, retry later",
                 retry_after,

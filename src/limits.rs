@@ -19,6 +19,7 @@ use redis::{Script, aio::ConnectionManager};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
+use uuid::Uuid;
 
 use crate::{Error, domain::Email, metrics::Metrics};
 
@@ -177,6 +178,24 @@ impl Limits {
         }
     }
 
+    /// Reserves one ChangePassword attempt for the user, counted apart from
+    /// Login (by user id, with the same backoff) so that wrong current
+    /// passwords sent with a stolen token never lock the owner out of
+    /// Login. False when the user's changes must still wait.
+    pub async fn begin_password_change(&self, user_id: Uuid) -> bool {
+        let key = self.change_key(user_id);
+        match self.counters.attempt(&key, self.settings.lockout).await {
+            Ok(retry_after) => retry_after.is_none(),
+            Err(error) => fail_open(error).is_ok(),
+        }
+    }
+
+    pub async fn password_change_succeeded(&self, user_id: Uuid) {
+        if let Err(error) = self.counters.clear(&self.change_key(user_id)).await {
+            tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
+        }
+    }
+
     /// A checked password was wrong, or the email unknown: the attempt
     /// stays counted, and the metrics see the failure.
     pub fn login_failed(&self) {
@@ -193,6 +212,10 @@ impl Limits {
     fn account_key(&self, email: &Email) -> String {
         let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(email.as_str().as_bytes()));
         format!("{}login-failures:{digest}", self.settings.redis_prefix)
+    }
+
+    fn change_key(&self, user_id: Uuid) -> String {
+        format!("{}change-failures:{user_id}", self.settings.redis_prefix)
     }
 
     /// The client's address: the rightmost entry of the trusted forwarded
