@@ -47,10 +47,9 @@ pub enum Error {
     #[error("wrong current password")]
     WrongPassword,
 
-    /// `UNAUTHENTICATED`: ChangePassword was called again while the user's
-    /// password changes are throttled after too many wrong current
-    /// passwords. The calling session has been revoked, so a stolen token
-    /// buys no further guesses; the owner logs in again.
+    /// `UNAUTHENTICATED`: this session sent more wrong current passwords to
+    /// ChangePassword than the lockout threshold allows, so it has been
+    /// revoked: a stolen token buys no further guesses.
     #[error("password change guessing: session revoked")]
     GuessingSessionEnded,
 

@@ -178,20 +178,21 @@ impl Limits {
         }
     }
 
-    /// Reserves one ChangePassword attempt for the user, counted apart from
-    /// Login (by user id, with the same backoff) so that wrong current
-    /// passwords sent with a stolen token never lock the owner out of
-    /// Login. False when the user's changes must still wait.
-    pub async fn begin_password_change(&self, user_id: Uuid) -> bool {
-        let key = self.change_key(user_id);
+    /// Reserves one ChangePassword attempt for a session, counted apart
+    /// from Login and with the same backoff: wrong current passwords sent
+    /// with a stolen token never lock the owner out of Login, nor out of
+    /// changing the password from a session of their own. False when the
+    /// session must stop guessing.
+    pub async fn begin_password_change(&self, session_id: Uuid) -> bool {
+        let key = self.change_key(session_id);
         match self.counters.attempt(&key, self.settings.lockout).await {
             Ok(retry_after) => retry_after.is_none(),
             Err(error) => fail_open(error).is_ok(),
         }
     }
 
-    pub async fn password_change_succeeded(&self, user_id: Uuid) {
-        if let Err(error) = self.counters.clear(&self.change_key(user_id)).await {
+    pub async fn password_change_succeeded(&self, session_id: Uuid) {
+        if let Err(error) = self.counters.clear(&self.change_key(session_id)).await {
             tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
         }
     }
@@ -214,8 +215,8 @@ impl Limits {
         format!("{}login-failures:{digest}", self.settings.redis_prefix)
     }
 
-    fn change_key(&self, user_id: Uuid) -> String {
-        format!("{}change-failures:{user_id}", self.settings.redis_prefix)
+    fn change_key(&self, session_id: Uuid) -> String {
+        format!("{}change-failures:{session_id}", self.settings.redis_prefix)
     }
 
     /// The client's address: the rightmost entry of the trusted forwarded

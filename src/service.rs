@@ -201,10 +201,11 @@ impl Accounts {
         let (user, password) = self.live_session_user(claims).await?;
         let session_id = claims.session_id()?;
         let slot = self.hasher.slot().await?;
-        // A stolen access token must not become a way to guess the password,
-        // nor to lock the owner out of Login: failures count on a throttle
-        // of their own, and a session that keeps guessing past it is ended.
-        if !self.limits.begin_password_change(user.id).await {
+        // A stolen access token must neither become a way to guess the
+        // password nor lock the owner out: failures count per session, apart
+        // from Login, and a session that keeps guessing past the threshold
+        // is ended, its refresh token with it.
+        if !self.limits.begin_password_change(session_id).await {
             self.db.revoke_sessions(Revoke::Session(session_id)).await?;
             tracing::warn!("wrong current passwords past the threshold: session revoked");
             return Err(Error::GuessingSessionEnded);
@@ -216,7 +217,7 @@ impl Accounts {
         {
             return Err(Error::WrongPassword);
         }
-        self.limits.password_change_succeeded(user.id).await;
+        self.limits.password_change_succeeded(session_id).await;
         let slot = self.hasher.slot().await?;
         let new_hash = self.hasher.hash(slot, &new).await?;
         let changed = self

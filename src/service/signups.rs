@@ -64,9 +64,10 @@ mod tests {
     #[tokio::test]
     async fn a_second_turn_for_one_email_waits_and_entries_go() {
         let line = SignupLine::default();
-        let first = line.turn(&email("a@example.com")).await;
-        let other = line.turn(&email("b@example.com")).await;
-        let mut second = Box::pin(line.turn(&email("a@example.com")));
+        let (a, b) = (email("a@example.com"), email("b@example.com"));
+        let first = line.turn(&a).await;
+        let other = line.turn(&b).await;
+        let mut second = Box::pin(line.turn(&a));
         assert!(futures_util::poll!(&mut second).is_pending(), "waits");
         drop(first);
         let second = second.await;
@@ -77,8 +78,9 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_wait_leaves_nothing_behind() {
         let line = SignupLine::default();
-        let first = line.turn(&email("a@example.com")).await;
-        let mut waiting = Box::pin(line.turn(&email("a@example.com")));
+        let a = email("a@example.com");
+        let first = line.turn(&a).await;
+        let mut waiting = Box::pin(line.turn(&a));
         assert!(futures_util::poll!(&mut waiting).is_pending());
         drop(waiting);
         drop(first);
