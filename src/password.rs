@@ -249,6 +249,43 @@ impl Drop for Place {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cheaper_verifies_are_padded_to_the_dearest_cost_seen() {
+        let ms = Duration::from_millis;
+        let mut pace = Pace {
+            cost: 10,
+            verify_time: ms(80),
+        };
+        assert_eq!(pace.observe(4, ms(2)), ms(78));
+        assert_eq!(pace.observe(10, ms(160)), Duration::ZERO);
+        assert_eq!(pace.verify_time, ms(90), "a moving average");
+        assert_eq!(pace.observe(12, ms(300)), Duration::ZERO);
+        assert_eq!((pace.cost, pace.verify_time), (12, ms(300)));
+        assert_eq!(pace.observe(10, ms(100)), ms(200));
+    }
+
+    #[tokio::test]
+    async fn the_dummy_costs_as_much_as_the_dearest_stored_hash() {
+        let metrics = Metrics::new();
+        let hasher = Hasher::new(4, 1, 1, &metrics, Some(6))
+            .await
+            .expect("hasher");
+        assert_eq!(hasher.lock_pace().cost, 6);
+        let password = Password::parse_existing("a password".into()).expect("password");
+        let slot = hasher.slot().await.expect("slot");
+        assert!(!hasher.verify(slot, &password, None).await.expect("verify"));
+        let dummy = PasswordHash(dummy(6, &hasher.dummy_tail));
+        assert_eq!(dummy.cost(), Some(6));
+        let cheaper = Hasher::new(6, 1, 1, &metrics, Some(4))
+            .await
+            .expect("hasher");
+        assert_eq!(
+            cheaper.lock_pace().cost,
+            6,
+            "never below the configured cost"
+        );
+    }
+
     #[tokio::test]
     async fn beyond_the_queue_calls_are_refused_and_places_come_back() {
         let metrics = Metrics::new();
