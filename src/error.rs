@@ -47,8 +47,8 @@ pub enum Error {
     #[error("wrong current password")]
     WrongPassword,
 
-    /// `UNAUTHENTICATED`: this session sent more wrong current passwords to
-    /// ChangePassword than the lockout threshold allows, so it has been
+    /// `UNAUTHENTICATED`: this session has sent as many wrong current
+    /// passwords to ChangePassword as the lockout threshold, so it has been
     /// revoked: a stolen token buys no further guesses.
     #[error("password change guessing: session revoked")]
     GuessingSessionEnded,

@@ -191,6 +191,16 @@ impl Limits {
         }
     }
 
+    /// Whether the session's wrong current passwords have reached the
+    /// lockout threshold: checked after a wrong one, so that the guess that
+    /// reaches it ends the session whenever it comes.
+    pub async fn password_change_exhausted(&self, session_id: Uuid) -> bool {
+        match self.counters.failures(&self.change_key(session_id)).await {
+            Ok(failures) => failures >= self.settings.lockout.threshold,
+            Err(error) => fail_open(error).is_err(),
+        }
+    }
+
     pub async fn password_change_succeeded(&self, session_id: Uuid) {
         if let Err(error) = self.counters.clear(&self.change_key(session_id)).await {
             tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
@@ -309,6 +319,24 @@ impl Counters {
                     .invoke_async(&mut connection.clone())
                     .await?;
                 Ok((retry_ms > 0).then(|| Duration::from_millis(retry_ms)))
+            }
+        }
+    }
+
+    /// The failures counted under `key`.
+    async fn failures(&self, key: &str) -> redis::RedisResult<u32> {
+        match self {
+            Self::Memory(memory) => Ok(lock(memory)
+                .accounts
+                .get(key)
+                .map_or(0, |failures| failures.count)),
+            Self::Redis(connection) => {
+                let failures: Option<u32> = redis::cmd("HGET")
+                    .arg(key)
+                    .arg("failures")
+                    .query_async(&mut connection.clone())
+                    .await?;
+                Ok(failures.unwrap_or(0))
             }
         }
     }

@@ -7,6 +7,7 @@ mod signups;
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use uuid::Uuid;
 
 use crate::{
     Error,
@@ -203,18 +204,19 @@ impl Accounts {
         let slot = self.hasher.slot().await?;
         // A stolen access token must neither become a way to guess the
         // password nor lock the owner out: failures count per session, apart
-        // from Login, and a session that keeps guessing past the threshold
-        // is ended, its refresh token with it.
+        // from Login, and the guess that reaches the threshold (or any
+        // beyond it, sent in parallel) ends the session, refresh token too.
         if !self.limits.begin_password_change(session_id).await {
-            self.db.revoke_sessions(Revoke::Session(session_id)).await?;
-            tracing::warn!("wrong current passwords past the threshold: session revoked");
-            return Err(Error::GuessingSessionEnded);
+            return self.end_guessing_session(session_id).await;
         }
         if !self
             .hasher
             .verify(slot, &current, Some(&password.hash))
             .await?
         {
+            if self.limits.password_change_exhausted(session_id).await {
+                return self.end_guessing_session(session_id).await;
+            }
             return Err(Error::WrongPassword);
         }
         self.limits.password_change_succeeded(session_id).await;
@@ -225,6 +227,12 @@ impl Accounts {
             .change_password(user.id, password.version, session_id, &new_hash)
             .await?;
         changed.then_some(()).ok_or(Error::PasswordChanged)
+    }
+
+    async fn end_guessing_session(&self, session_id: Uuid) -> Result<(), Error> {
+        self.db.revoke_sessions(Revoke::Session(session_id)).await?;
+        tracing::warn!("too many wrong current passwords: session revoked");
+        Err(Error::GuessingSessionEnded)
     }
 
     /// A token's claims if it is active right now: valid and its session

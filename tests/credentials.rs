@@ -236,31 +236,43 @@ async fn compare_after_cost_change(backend: Backend, made_at: &str, restarted_at
 
 /// A thief with the owner's access token guesses current passwords. The
 /// guesses count for that session only: Login is never locked for the
-/// owner, and past the lockout threshold the thief's session is ended.
+/// owner, and the guess that reaches the lockout threshold ends the thief's
+/// session, however long the thief waited between guesses.
 async fn guessing_with_a_stolen_token_ends_it_and_spares_the_owner(backend: Backend) {
-    let app = TestApp::spawn_with(backend, &["--lockout-threshold", "3"]).await;
+    stolen_token_guesses(backend, &[]).await;
+}
+
+/// The same with the counters in Redis, under a prefix of this test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stolen_token_guesses_are_counted_alike_in_redis() {
+    let prefix = format!("authd-test-{}:", uuid::Uuid::now_v7().simple());
+    let redis = ["--redis-url", "redis://127.0.0.1:6379/", "--redis-prefix"];
+    let args: Vec<&str> = redis.into_iter().chain([prefix.as_str()]).collect();
+    stolen_token_guesses(Backend::Sqlite, &args).await;
+}
+
+async fn stolen_token_guesses(backend: Backend, counters: &[&str]) {
+    let args: Vec<&str> = counters
+        .iter()
+        .copied()
+        .chain(["--lockout-threshold", "3"])
+        .collect();
+    let app = TestApp::spawn_with(backend, &args).await;
     let email = "owner@example.com";
     app.signup(email, PASSWORD, "owner").await.expect("signup");
     let stolen = app.login(email, PASSWORD).await.expect("login");
     let owners = app.login(email, PASSWORD).await.expect("login");
-    for guess in 0..3 {
-        let wrong = app
-            .change_password(
-                &stolen.access_token,
-                &format!("guess {guess}"),
-                "x new one!",
-            )
+    let guess = async |guess: &str| {
+        app.change_password(&stolen.access_token, guess, "the thief's own one")
             .await
-            .expect_err("wrong guess");
-        assert_eq!(wrong.message(), "current password is incorrect");
+            .expect_err(guess)
+    };
+    for wrong in ["guess 1", "guess 2"] {
+        let refused = guess(wrong).await;
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert_eq!(refused.message(), "current password is incorrect");
     }
-    app.login(email, PASSWORD)
-        .await
-        .expect("the owner's Login is not locked");
-    let ended = app
-        .change_password(&stolen.access_token, PASSWORD, "the thief's own one")
-        .await
-        .expect_err("no further guess, even a right one");
+    let ended = guess("guess 3").await;
     assert_eq!(ended.code(), Code::Unauthenticated);
     assert_eq!(
         ended.message(),
@@ -274,7 +286,10 @@ async fn guessing_with_a_stolen_token_ends_it_and_spares_the_owner(backend: Back
         Code::Unauthenticated
     );
     assert!(app.refresh(&stolen.refresh_token).await.is_err());
-    app.login(email, PASSWORD).await.expect("owner logs in");
+    assert_eq!(guess(PASSWORD).await.code(), Code::Unauthenticated);
+    app.login(email, PASSWORD)
+        .await
+        .expect("three wrong guesses, and the owner's Login is not locked");
     app.change_password(&owners.access_token, PASSWORD, "the owner's new one")
         .await
         .expect("the owner's own session may still change it");
