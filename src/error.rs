@@ -47,6 +47,17 @@ pub enum Error {
     #[error("wrong current password")]
     WrongPassword,
 
+    /// `UNAUTHENTICATED`: this session has sent as many wrong current
+    /// passwords to ChangePassword as the lockout threshold, so it has been
+    /// revoked: a stolen token buys no further guesses.
+    #[error("password change guessing: session revoked")]
+    GuessingSessionEnded,
+
+    /// `ABORTED`: the password changed between this ChangePassword's check
+    /// of the current password and its write, so nothing was changed.
+    #[error("password changed concurrently")]
+    PasswordChanged,
+
     /// `RESOURCE_EXHAUSTED` with `google.rpc.RetryInfo`: this client sent
     /// more Login or Signup calls than its rate allows.
     #[error("client rate limit exceeded")]
@@ -114,6 +125,12 @@ impl From<Error> for Status {
             Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
             Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
             Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
+            Error::GuessingSessionEnded => Status::unauthenticated(
+                "too many wrong current passwords: this session has ended, log in again",
+            ),
+            Error::PasswordChanged => Status::aborted(
+                "the password was changed by another request meanwhile; nothing was changed",
+            ),
             Error::RateLimited { retry_after } => retry_later(
                 "too many requests from this client, retry later",
                 retry_after,

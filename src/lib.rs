@@ -98,7 +98,8 @@ impl Application {
         let cores = std::thread::available_parallelism().map_or(1, NonZero::get);
         let queue = config.hash_queue.unwrap_or(2 * cores);
         let metrics = Metrics::new();
-        let hasher = Hasher::new(config.bcrypt_cost, cores, queue, &metrics).await?;
+        let stored_cost = database.max_password_cost().await?;
+        let hasher = Hasher::new(config.bcrypt_cost, cores, queue, &metrics, stored_cost).await?;
         let limits = Limits::new(config.limits.clone(), &metrics)
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;

@@ -19,6 +19,7 @@ use redis::{Script, aio::ConnectionManager};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
+use uuid::Uuid;
 
 use crate::{Error, domain::Email, metrics::Metrics};
 
@@ -186,6 +187,35 @@ impl Limits {
         }
     }
 
+    /// Reserves one ChangePassword attempt for a session, counted apart
+    /// from Login and with the same backoff: wrong current passwords sent
+    /// with a stolen token never lock the owner out of Login, nor out of
+    /// changing the password from a session of their own. False when the
+    /// session must stop guessing.
+    pub async fn begin_password_change(&self, session_id: Uuid) -> bool {
+        let key = self.change_key(session_id);
+        match self.counters.attempt(&key, self.settings.lockout).await {
+            Ok(retry_after) => retry_after.is_none(),
+            Err(error) => fail_open(error).is_ok(),
+        }
+    }
+
+    /// Whether the session's wrong current passwords have reached the
+    /// lockout threshold: checked after a wrong one, so that the guess that
+    /// reaches it ends the session whenever it comes.
+    pub async fn password_change_exhausted(&self, session_id: Uuid) -> bool {
+        match self.counters.failures(&self.change_key(session_id)).await {
+            Ok(failures) => failures >= self.settings.lockout.threshold,
+            Err(error) => fail_open(error).is_err(),
+        }
+    }
+
+    pub async fn password_change_succeeded(&self, session_id: Uuid) {
+        if let Err(error) = self.counters.clear(&self.change_key(session_id)).await {
+            tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
+        }
+    }
+
     /// A checked password was wrong, or the email unknown: the attempt
     /// stays counted, and the metrics see the failure.
     pub fn login_failed(&self) {
@@ -213,6 +243,10 @@ impl Limits {
     fn account_key(&self, email: &Email) -> String {
         let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(email.key().as_bytes()));
         format!("{}login-failures:{digest}", self.settings.redis_prefix)
+    }
+
+    fn change_key(&self, session_id: Uuid) -> String {
+        format!("{}change-failures:{session_id}", self.settings.redis_prefix)
     }
 
     /// The client's address: the rightmost entry of the trusted forwarded
@@ -323,6 +357,24 @@ impl Counters {
                     .invoke_async(&mut connection.clone())
                     .await?;
                 Ok((retry_ms > 0).then(|| Duration::from_millis(retry_ms)))
+            }
+        }
+    }
+
+    /// The failures counted under `key`.
+    async fn failures(&self, key: &str) -> redis::RedisResult<u32> {
+        match self {
+            Self::Memory(memory) => Ok(lock(memory)
+                .accounts
+                .get(key)
+                .map_or(0, |failures| failures.count)),
+            Self::Redis(connection) => {
+                let failures: Option<u32> = redis::cmd("HGET")
+                    .arg(key)
+                    .arg("failures")
+                    .query_async(&mut connection.clone())
+                    .await?;
+                Ok(failures.unwrap_or(0))
             }
         }
     }

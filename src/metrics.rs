@@ -165,7 +165,7 @@ impl Metrics {
         registry.register(
             "login_throttled",
             "Login calls refused by the client rate limit (client) or the per-account \
-             throttle, which ChangePassword shares (account)",
+             throttle (account)",
             login_throttled.clone(),
         );
         registry.register(

@@ -6,10 +6,10 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -42,31 +42,73 @@ pub struct Hasher {
     places_taken: Arc<AtomicUsize>,
     places: usize,
     cost: u32,
-    /// Verified against when the email is unknown, so that a miss costs the
-    /// same time as a wrong password and does not reveal which emails exist.
-    dummy: PasswordHash,
+    /// The salt and digest of a hash that matches no password; with any cost
+    /// put in front it is the dummy an unknown email is verified against.
+    dummy_tail: Arc<str>,
+    pace: Arc<Mutex<Pace>>,
     metrics: Metrics,
+}
+
+/// How long every verify takes, so that timing does not reveal which emails
+/// have accounts: unknown emails are checked against a dummy at `cost`, the
+/// dearest cost of any hash seen, and a verify of a cheaper stored hash is
+/// padded to `verify_time`, what one at `cost` takes on this machine.
+struct Pace {
+    cost: u32,
+    verify_time: Duration,
+}
+
+impl Pace {
+    /// Learns from a verify at `cost` that took `took`; returns how long the
+    /// caller must still wait to look like a verify at the dearest cost.
+    fn observe(&mut self, cost: u32, took: Duration) -> Duration {
+        if cost > self.cost {
+            self.cost = cost;
+            self.verify_time = took;
+        } else if cost == self.cost {
+            // A moving average follows the machine's load without letting
+            // one slow verify decide.
+            self.verify_time = (self.verify_time * 7 + took) / 8;
+        }
+        self.verify_time.saturating_sub(took)
+    }
 }
 
 impl Hasher {
     /// `permits` hashes run at once and up to `queue` more calls wait; the
-    /// stage reports its depth, waits and refusals to `metrics`.
+    /// stage reports its depth, waits and refusals to `metrics`. New hashes
+    /// are made at `cost`; `stored_cost`, the dearest cost among stored
+    /// hashes, sets the dummy's cost when it is higher, so that unknown
+    /// emails take as long as the slowest accounts right after a restart
+    /// with a lower cost.
     pub async fn new(
         cost: u32,
         permits: usize,
         queue: usize,
         metrics: &Metrics,
+        stored_cost: Option<u32>,
     ) -> Result<Self, Error> {
-        let dummy = tokio::task::spawn_blocking(move || bcrypt::hash("authd dummy password", cost))
-            .await
-            .map_err(Error::internal)?
-            .map_err(Error::internal)?;
+        let pace_cost = stored_cost.map_or(cost, |stored| stored.max(cost));
+        let (dummy_tail, verify_time) = tokio::task::spawn_blocking(move || {
+            let template = bcrypt::hash("authd dummy password", TEMPLATE_COST)?;
+            let tail = template.get(7..).unwrap_or_default().to_owned();
+            let started = Instant::now();
+            bcrypt::verify("another password", &dummy(pace_cost, &tail))?;
+            Ok::<_, bcrypt::BcryptError>((tail, started.elapsed()))
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(Error::internal)?;
         Ok(Self {
             permits: Arc::new(Semaphore::new(permits)),
             places_taken: Arc::default(),
             places: permits + queue,
             cost,
-            dummy: PasswordHash(dummy),
+            dummy_tail: dummy_tail.into(),
+            pace: Arc::new(Mutex::new(Pace {
+                cost: pace_cost,
+                verify_time,
+            })),
             metrics: metrics.clone(),
         })
     }
@@ -105,7 +147,8 @@ impl Hasher {
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when
-    /// there is no account, so both paths take one bcrypt verify.
+    /// there is no account, so both paths take one bcrypt verify at the
+    /// dearest cost in use, or its measured time (see [`Pace`]).
     pub async fn verify(
         &self,
         slot: Slot,
@@ -113,11 +156,40 @@ impl Hasher {
         stored: Option<&PasswordHash>,
     ) -> Result<bool, Error> {
         let matches_account = stored.is_some();
-        let hash = stored.unwrap_or(&self.dummy).0.clone();
+        let (hash, cost) = match stored {
+            Some(stored) => (stored.0.clone(), stored.cost()),
+            None => {
+                let cost = self.lock_pace().cost;
+                (dummy(cost, &self.dummy_tail), Some(cost))
+            }
+        };
         let password = password.expose().to_owned();
-        let matched = slot.run(move || bcrypt::verify(password, &hash)).await?;
+        let (matched, took) = slot
+            .run(move || {
+                let started = Instant::now();
+                bcrypt::verify(password, &hash).map(|matched| (matched, started.elapsed()))
+            })
+            .await?;
+        let pad = cost.map_or(Duration::ZERO, |cost| self.lock_pace().observe(cost, took));
+        if !pad.is_zero() {
+            // The slot is already given back: padding holds no core.
+            tokio::time::sleep(pad).await;
+        }
         Ok(matched && matches_account)
     }
+
+    fn lock_pace(&self) -> std::sync::MutexGuard<'_, Pace> {
+        self.pace.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The dummy's salt and digest are made at the cheapest cost: only their
+/// form matters, since the cost in front of them decides the work.
+const TEMPLATE_COST: u32 = 4;
+
+/// A well-formed bcrypt hash at `cost` that no password matches.
+fn dummy(cost: u32, tail: &str) -> String {
+    format!("$2b${cost:02}${tail}")
 }
 
 /// The right to run one hash now: a place in the stage and a core.
@@ -177,10 +249,47 @@ impl Drop for Place {
 mod tests {
     use super::*;
 
+    #[test]
+    fn cheaper_verifies_are_padded_to_the_dearest_cost_seen() {
+        let ms = Duration::from_millis;
+        let mut pace = Pace {
+            cost: 10,
+            verify_time: ms(80),
+        };
+        assert_eq!(pace.observe(4, ms(2)), ms(78));
+        assert_eq!(pace.observe(10, ms(160)), Duration::ZERO);
+        assert_eq!(pace.verify_time, ms(90), "a moving average");
+        assert_eq!(pace.observe(12, ms(300)), Duration::ZERO);
+        assert_eq!((pace.cost, pace.verify_time), (12, ms(300)));
+        assert_eq!(pace.observe(10, ms(100)), ms(200));
+    }
+
+    #[tokio::test]
+    async fn the_dummy_costs_as_much_as_the_dearest_stored_hash() {
+        let metrics = Metrics::new();
+        let hasher = Hasher::new(4, 1, 1, &metrics, Some(6))
+            .await
+            .expect("hasher");
+        assert_eq!(hasher.lock_pace().cost, 6);
+        let password = Password::parse_existing("a password".into()).expect("password");
+        let slot = hasher.slot().await.expect("slot");
+        assert!(!hasher.verify(slot, &password, None).await.expect("verify"));
+        let dummy = PasswordHash(dummy(6, &hasher.dummy_tail));
+        assert_eq!(dummy.cost(), Some(6));
+        let cheaper = Hasher::new(6, 1, 1, &metrics, Some(4))
+            .await
+            .expect("hasher");
+        assert_eq!(
+            cheaper.lock_pace().cost,
+            6,
+            "never below the configured cost"
+        );
+    }
+
     #[tokio::test]
     async fn beyond_the_queue_calls_are_refused_and_places_come_back() {
         let metrics = Metrics::new();
-        let hasher = Hasher::new(4, 1, 1, &metrics).await.expect("hasher");
+        let hasher = Hasher::new(4, 1, 1, &metrics, None).await.expect("hasher");
         let hold = Arc::clone(&hasher.permits)
             .acquire_owned()
             .await

@@ -2,9 +2,12 @@
 //! already-validated domain values; outputs are domain values or an
 //! [`Error`].
 
+mod signups;
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
+use uuid::Uuid;
 
 use crate::{
     Error,
@@ -12,9 +15,10 @@ use crate::{
     limits::Limits,
     password::{Hasher, PasswordHash},
     session::RefreshToken,
-    store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation},
+    store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
     token::{AccessToken, Claims, Tokens},
 };
+use signups::SignupLine;
 
 /// How long refresh tokens live and how reuse is judged.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +40,7 @@ pub struct Accounts {
     tokens: Arc<Tokens>,
     limits: Limits,
     sessions: SessionSettings,
+    signups: SignupLine,
 }
 
 impl Accounts {
@@ -52,12 +57,20 @@ impl Accounts {
             tokens,
             limits,
             sessions,
+            signups: SignupLine::default(),
         }
     }
 
-    /// Hashes first, then inserts: no connection is held during bcrypt, and
-    /// the unique index (not a prior lookup) decides duplicates.
+    /// A duplicate is refused before the hashing stage: signups of one email
+    /// take turns in this process and each first looks the email up, so a
+    /// double submit or a flood of one address costs no bcrypt. Then hash,
+    /// then insert, holding no connection during bcrypt; the unique index
+    /// still decides races between replicas.
     pub async fn signup(&self, new: NewUser) -> Result<User, Error> {
+        let _turn = self.signups.turn(&new.email).await;
+        if self.db.email_taken(&new.email).await? {
+            return Err(Error::EmailTaken);
+        }
         let slot = self.hasher.slot().await?;
         let password_hash = self.hasher.hash(slot, &new.password).await?;
         self.db
@@ -71,9 +84,10 @@ impl Accounts {
 
     /// Unknown email and wrong password take the same path through the
     /// account throttle and one bcrypt verify, and end in the same error.
-    /// Success starts a session.
+    /// Success starts a session, unless the password changed after it was
+    /// verified here: then it is an old password, refused like any wrong one.
     pub async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
-        let (user, hash) = self
+        let (user, password) = self
             .db
             .find_user_by_email(&credentials.email)
             .await?
@@ -84,23 +98,35 @@ impl Accounts {
         self.limits.begin_login(&credentials.email).await?;
         let verified = self
             .hasher
-            .verify(slot, &credentials.password, hash.as_ref())
+            .verify(
+                slot,
+                &credentials.password,
+                password.as_ref().map(|password| &password.hash),
+            )
             .await?;
-        let (user, hash) = match (user, hash) {
-            (Some(user), Some(hash)) if verified => (user, hash),
+        let (user, password) = match (user, password) {
+            (Some(user), Some(password)) if verified => (user, password),
             _ => {
                 self.limits.login_failed();
                 return Err(Error::InvalidCredentials);
             }
         };
-        self.limits.login_succeeded(&credentials.email).await;
-        self.rehash_if_outdated(&user, &hash, &credentials.password)
-            .await;
         let refresh = RefreshToken::generate()?;
-        let session_id = self
+        let Some(session_id) = self
             .db
-            .create_session(user.id, self.refresh_record(&refresh.hash())?)
-            .await?;
+            .create_session(
+                user.id,
+                password.version,
+                self.refresh_record(&refresh.hash())?,
+            )
+            .await?
+        else {
+            self.limits.login_failed();
+            return Err(Error::InvalidCredentials);
+        };
+        self.limits.login_succeeded(&credentials.email).await;
+        self.rehash_if_outdated(&user, &password.hash, &credentials.password)
+            .await;
         Ok(SessionTokens {
             access: self.tokens.issue(user.id, session_id)?,
             refresh,
@@ -173,26 +199,48 @@ impl Accounts {
 
     /// Checks the current password, stores the new one and ends every other
     /// session of the user, so a thief's sessions die with the old password.
+    /// The change applies only to the password it checked: of concurrent
+    /// changes one wins and the others are told so.
     pub async fn change_password(
         &self,
         claims: &Claims,
         current: Password,
         new: Password,
     ) -> Result<(), Error> {
-        let (user, hash) = self.live_session_user(claims).await?;
+        let (user, password) = self.live_session_user(claims).await?;
+        let session_id = claims.session_id()?;
         let slot = self.hasher.slot().await?;
-        // The same throttle as Login: a stolen access token must not become
-        // a way to guess the password.
-        self.limits.begin_login(&user.email).await?;
-        if !self.hasher.verify(slot, &current, Some(&hash)).await? {
+        // A stolen access token must neither become a way to guess the
+        // password nor lock the owner out: failures count per session, apart
+        // from Login, and the guess that reaches the threshold (or any
+        // beyond it, sent in parallel) ends the session, refresh token too.
+        if !self.limits.begin_password_change(session_id).await {
+            return self.end_guessing_session(session_id).await;
+        }
+        if !self
+            .hasher
+            .verify(slot, &current, Some(&password.hash))
+            .await?
+        {
+            if self.limits.password_change_exhausted(session_id).await {
+                return self.end_guessing_session(session_id).await;
+            }
             return Err(Error::WrongPassword);
         }
-        self.limits.login_succeeded(&user.email).await;
+        self.limits.password_change_succeeded(session_id).await;
         let slot = self.hasher.slot().await?;
         let new_hash = self.hasher.hash(slot, &new).await?;
-        self.db
-            .change_password(user.id, claims.session_id()?, &new_hash)
-            .await
+        let changed = self
+            .db
+            .change_password(user.id, password.version, session_id, &new_hash)
+            .await?;
+        changed.then_some(()).ok_or(Error::PasswordChanged)
+    }
+
+    async fn end_guessing_session(&self, session_id: Uuid) -> Result<(), Error> {
+        self.db.revoke_sessions(Revoke::Session(session_id)).await?;
+        tracing::warn!("too many wrong current passwords: session revoked");
+        Err(Error::GuessingSessionEnded)
     }
 
     /// A token's claims if it is active right now: valid and its session
@@ -229,7 +277,7 @@ impl Accounts {
 
     /// The token's signature was checked at the edge; its session can only be
     /// checked here, against the database, so revocation takes effect at once.
-    async fn live_session_user(&self, claims: &Claims) -> Result<(User, PasswordHash), Error> {
+    async fn live_session_user(&self, claims: &Claims) -> Result<(User, StoredPassword), Error> {
         self.db
             .session_user(claims.session_id()?, claims.user_id()?)
             .await?

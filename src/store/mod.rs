@@ -26,7 +26,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use keys::StoredKey;
 pub use sessions::{RefreshRecord, Revoke, Rotation};
-pub use users::{BackfillError, EmailKeyConflicts, NewUserRecord};
+pub use users::{BackfillError, EmailKeyConflicts, NewUserRecord, StoredPassword};
 
 use crate::{Error, config::DatabaseUrl};
 

@@ -11,6 +11,7 @@ diesel::table! {
         password_hash -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        password_version -> BigInt,
     }
 }
 

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{
     Database, query_error,
     schema::{refresh_tokens, sessions},
-    users::UserRow,
+    users::{StoredPassword, UserRow},
     with_conn,
 };
 use crate::{Error, domain::User, password::PasswordHash};
@@ -50,17 +50,38 @@ fn uuid(text: &str) -> Result<Uuid, Error> {
 }
 
 impl Database {
-    /// Starts a session with its first refresh token, atomically.
+    /// Starts a session with its first refresh token, atomically, if the
+    /// user's password is still at `password_version`, the one the caller
+    /// verified; `None` if it has changed since.
+    ///
+    /// The no-op update takes the user's row lock: on PostgreSQL a password
+    /// change in progress makes it wait and then re-check the version, and a
+    /// change that starts later waits for this session to commit and then
+    /// revokes it. On SQLite the write lock serializes the two.
     pub async fn create_session(
         &self,
         user_id: Uuid,
+        password_version: i64,
         refresh: RefreshRecord<'_>,
-    ) -> Result<Uuid, Error> {
+    ) -> Result<Option<Uuid>, Error> {
+        use super::schema::users;
         let session_id = Uuid::now_v7().to_string();
         let now = Utc::now().naive_utc();
         let (session_id_ref, user_id) = (&session_id, user_id.to_string());
-        with_conn!(self, |conn| conn
+        let created = with_conn!(self, |conn| conn
             .transaction::<_, QueryError, _>(async |conn| {
+                let current = diesel::update(
+                    users::table
+                        .find(&user_id)
+                        .filter(users::password_version.eq(password_version)),
+                )
+                .set(users::password_version.eq(users::password_version))
+                .execute(conn)
+                .await?
+                    == 1;
+                if !current {
+                    return Ok(false);
+                }
                 diesel::insert_into(sessions::table)
                     .values((
                         sessions::id.eq(session_id_ref),
@@ -78,11 +99,11 @@ impl Database {
                     ))
                     .execute(conn)
                     .await
-                    .map(drop)
+                    .map(|_| true)
             })
             .await
             .map_err(query_error))?;
-        uuid(&session_id)
+        created.then(|| uuid(&session_id)).transpose()
     }
 
     /// Spends a refresh token and stores its successor, in one transaction.
@@ -206,12 +227,12 @@ impl Database {
         })
     }
 
-    /// The user of a live session, with the password hash.
+    /// The user of a live session, with the password.
     pub async fn session_user(
         &self,
         session_id: Uuid,
         user_id: Uuid,
-    ) -> Result<Option<(User, PasswordHash)>, Error> {
+    ) -> Result<Option<(User, StoredPassword)>, Error> {
         use super::schema::users;
         let row = with_conn!(self, |conn| users::table
             .inner_join(sessions::table)
@@ -249,27 +270,43 @@ impl Database {
         })
     }
 
-    /// Replaces a password hash and revokes every other session of the user,
-    /// atomically: a new password never coexists with a stolen session.
+    /// Replaces the password verified at `verified_version` and revokes
+    /// every other session of the user, atomically: a new password never
+    /// coexists with a stolen session. Returns false, changing nothing, if
+    /// the password changed since it was verified.
+    ///
+    /// The user's row is updated first, so its lock is held while sessions
+    /// are revoked: a login racing this either committed its session before
+    /// (and it is revoked here) or re-checks the version after (and fails).
     pub async fn change_password(
         &self,
         user_id: Uuid,
+        verified_version: i64,
         keep_session: Uuid,
         hash: &PasswordHash,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         use super::schema::users;
         let now = Utc::now().naive_utc();
         let (user_id, keep) = (user_id.to_string(), keep_session.to_string());
         let (user_id, keep) = (&user_id, &keep);
         with_conn!(self, |conn| conn
             .transaction::<_, QueryError, _>(async |conn| {
-                diesel::update(users::table.find(user_id))
-                    .set((
-                        users::password_hash.eq(hash.as_str()),
-                        users::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
+                let changed = diesel::update(
+                    users::table
+                        .find(user_id)
+                        .filter(users::password_version.eq(verified_version)),
+                )
+                .set((
+                    users::password_hash.eq(hash.as_str()),
+                    users::password_version.eq(users::password_version + 1),
+                    users::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?
+                    == 1;
+                if !changed {
+                    return Ok(false);
+                }
                 diesel::update(
                     sessions::table
                         .filter(sessions::user_id.eq(user_id))
@@ -279,7 +316,7 @@ impl Database {
                 .set(sessions::revoked_at.eq(now))
                 .execute(conn)
                 .await
-                .map(drop)
+                .map(|_| true)
             })
             .await
             .map_err(query_error))

@@ -29,17 +29,36 @@ pub(super) struct UserRow {
     password_hash: String,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    password_version: i64,
+}
+
+/// A user's password hash with its version, which every password change
+/// bumps: writes that depend on a verified password name the version they
+/// verified and are refused once it is no longer current.
+#[derive(Debug, Clone)]
+pub struct StoredPassword {
+    pub hash: PasswordHash,
+    pub version: i64,
+}
+
+diesel::define_sql_function! {
+    /// `substr(text, start, length)`, the same in PostgreSQL and SQLite.
+    fn substr(text: diesel::sql_types::Text, start: diesel::sql_types::Integer, length: diesel::sql_types::Integer) -> diesel::sql_types::Text;
 }
 
 impl UserRow {
-    pub(super) fn into_user(self) -> Result<(User, PasswordHash), Error> {
+    pub(super) fn into_user(self) -> Result<(User, StoredPassword), Error> {
         let user = User {
             id: Uuid::parse_str(&self.id).map_err(Error::internal)?,
             email: Email::from_stored(self.email, self.email_key),
             username: Username::from_stored(self.username),
             created_at: self.created_at.and_utc(),
         };
-        Ok((user, PasswordHash::from_stored(self.password_hash)))
+        let password = StoredPassword {
+            hash: PasswordHash::from_stored(self.password_hash),
+            version: self.password_version,
+        };
+        Ok((user, password))
     }
 }
 
@@ -67,6 +86,7 @@ impl Database {
             password_hash: new.password_hash.as_str().to_owned(),
             created_at: now,
             updated_at: now,
+            password_version: 0,
         };
         let inserted = with_conn!(self, |conn| diesel::insert_into(users::table)
             .values(&row)
@@ -84,7 +104,7 @@ impl Database {
     pub async fn find_user_by_email(
         &self,
         email: &Email,
-    ) -> Result<Option<(User, PasswordHash)>, Error> {
+    ) -> Result<Option<(User, StoredPassword)>, Error> {
         let row = with_conn!(self, |conn| users::table
             .filter(users::email_key.eq(email.key()))
             .select(UserRow::as_select())
@@ -95,8 +115,31 @@ impl Database {
         row.map(UserRow::into_user).transpose()
     }
 
+    /// Whether a user with this email exists: the cheap check that lets a
+    /// duplicate signup be refused without spending a hash.
+    pub async fn email_taken(&self, email: &Email) -> Result<bool, Error> {
+        with_conn!(self, |conn| diesel::select(diesel::dsl::exists(
+            users::table.filter(users::email_key.eq(email.key()))
+        ))
+        .get_result(conn)
+        .await
+        .map_err(query_error))
+    }
+
+    /// The highest bcrypt cost among stored hashes (`$2b$12$…` keeps it in
+    /// two zero-padded digits, so the text maximum is the numeric one).
+    pub async fn max_password_cost(&self) -> Result<Option<u32>, Error> {
+        let cost: Option<String> = with_conn!(self, |conn| users::table
+            .select(diesel::dsl::max(substr(users::password_hash, 5, 2)))
+            .get_result(conn)
+            .await
+            .map_err(query_error))?;
+        Ok(cost.and_then(|cost| cost.parse().ok()))
+    }
+
     /// Swaps a password hash for a rehash of the same password, unless the
-    /// password changed in the meantime.
+    /// password changed in the meantime. The version stays: the password is
+    /// the same, so logins that verified it must not fail.
     pub async fn replace_password_hash(
         &self,
         user_id: Uuid,
