@@ -20,15 +20,7 @@ async fn the_readme_grpcurl_walkthrough_runs() {
         .0
         .to_owned();
 
-    let mut path = vec![
-        tokio::task::spawn_blocking(|| {
-            common::venv("grpcurl-venv", "tests/walkthrough-requirements.txt").join("bin")
-        })
-        .await
-        .expect("venv"),
-    ];
-    path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
-    let path = env::join_paths(path).expect("PATH");
+    let path = grpcurl_path().await;
     // One shell, as a reader would use: later commands read the variables
     // earlier ones set.
     let output = tokio::task::spawn_blocking(move || {
@@ -47,6 +39,49 @@ async fn the_readme_grpcurl_walkthrough_runs() {
     assert_eq!(answers, 2, "Signup and GetMe name {email}: {stdout}");
     assert!(stdout.contains(r#""active": true"#), "{stdout}");
     assert!(stdout.contains(r#""kty":"OKP""#), "the JWKS: {stdout}");
+}
+
+/// grpcurl learns the error detail types from reflection, so it prints a
+/// BadRequest's field violations by name instead of raw bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_names_the_fields_an_invalid_request_breaks() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let path = grpcurl_path().await;
+    let address = app.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("grpcurl")
+            .args(["-plaintext", "-d"])
+            .arg(r#"{"email": "not an address", "password": "short", "username": "Ada"}"#)
+            .args([&address, "auth.v1.AuthService/Signup"])
+            .env("PATH", path)
+            .output()
+            .expect("run grpcurl")
+    })
+    .await
+    .expect("join");
+    assert!(!output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stderr);
+    let compact: String = printed.split_whitespace().collect();
+    assert!(
+        compact.contains(r#""@type":"type.googleapis.com/google.rpc.BadRequest""#)
+            && compact.contains(r#""field":"email""#)
+            && compact.contains(r#""field":"password""#)
+            && !printed.contains("not recognized"),
+        "{printed}"
+    );
+}
+
+/// PATH with grpcurl (from PyPI, in a virtualenv) in front.
+async fn grpcurl_path() -> std::ffi::OsString {
+    let mut path = vec![
+        tokio::task::spawn_blocking(|| {
+            common::venv("grpcurl-venv", "tests/walkthrough-requirements.txt").join("bin")
+        })
+        .await
+        .expect("venv"),
+    ];
+    path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    env::join_paths(path).expect("PATH")
 }
 
 /// The first two ```sh blocks under "## Try it with grpcurl": the tour, and
