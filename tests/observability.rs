@@ -13,7 +13,7 @@ use authd::{
     Application,
     api::proto::{self, GetMeRequest, SignupRequest},
 };
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, jwt_claims};
+use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, get, jwt_claims, sample, scrape};
 use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -26,47 +26,6 @@ async fn spawn_with_metrics(backend: Backend, extra: &[&str]) -> (TestApp, Socke
     let app = Application::build(&config).await.expect("build app");
     let metrics = app.metrics_addr().expect("a metrics listener");
     (TestApp::serve(app, db), metrics)
-}
-
-/// GET over HTTP/1.1: status, content type and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    use http_body_util::{BodyExt, Empty};
-    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let uri: http::Uri = format!("http://{addr}{path}").parse().expect("uri");
-    let response = client.get(uri).await.expect("http get");
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map(|value| value.to_str().expect("ascii").to_owned())
-        .unwrap_or_default();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let body = String::from_utf8(body.to_vec()).expect("utf-8 body");
-    (status, content_type, body)
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    let (status, content_type, body) = get(addr, "/metrics").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        content_type,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    );
-    assert!(body.ends_with("# EOF\n"), "{body}");
-    body
-}
-
-/// The value of the sample named exactly `series`, labels included.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| value.parse().expect("a number"))
 }
 
 fn calls(method: &str, code: &str) -> String {
