@@ -3,21 +3,23 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 use url::Url;
 
 use crate::{
+    api::listener::ListenerSettings,
     api::well_known::is_public_base,
+    core::accounts::SessionSettings,
+    core::kek::KekSettings,
+    core::keys::KeySettings,
+    core::throttle::{LimitSettings, Lockout, Rate},
     domain::PASSWORD_MAX_BYTES,
-    kek::KekSettings,
-    keys::KeySettings,
-    limits::{LimitSettings, Lockout, Rate},
-    listener::ListenerSettings,
-    service::SessionSettings,
+    infra::{telemetry::LogFormat, tls::TlsSettings},
     store::PoolSettings,
-    tls::TlsSettings,
 };
+
+pub use crate::store::DatabaseUrl;
 
 // No Debug: Settings hold DATABASE_URL and AUTHD_REDIS_URL, passwords
 // included, as plain strings until Config wraps them as secrets.
@@ -57,12 +59,6 @@ pub enum KeysCommand {
     /// decrypting with AUTHD_PREVIOUS_KEY_ENCRYPTION_KEY_FILE where a key was
     /// encrypted with that one. All keys or none, in one transaction.
     Rewrap,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Args)]
@@ -356,38 +352,6 @@ pub struct Settings {
     /// clients.
     #[arg(long, env = "AUTHD_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
-}
-
-/// Where the data lives. The PostgreSQL URL may hold a password, so it is a
-/// secret and never printed.
-#[derive(Debug, Clone)]
-pub enum DatabaseUrl {
-    Postgres(SecretString),
-    Sqlite(PathBuf),
-}
-
-impl DatabaseUrl {
-    /// Parses `DATABASE_URL`. Errors never repeat the value, which may carry
-    /// a password.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Self::Postgres(SecretString::from(url.to_owned())));
-        }
-        let Some(path) = url.strip_prefix("sqlite://") else {
-            return Err(
-                "invalid DATABASE_URL: must start with postgres://, postgresql:// or sqlite://"
-                    .into(),
-            );
-        };
-        if path.is_empty() || path.contains(":memory:") || path.starts_with("file:") {
-            return Err(
-                "invalid DATABASE_URL: sqlite:// must be followed by a file path, \
-                        e.g. sqlite://authd.db or sqlite:///var/lib/authd/authd.db"
-                    .into(),
-            );
-        }
-        Ok(Self::Sqlite(PathBuf::from(path)))
-    }
 }
 
 /// The validated settings the service runs with.

@@ -11,8 +11,8 @@ use prost::Message;
 
 use crate::{
     api::{convert, proto},
+    core::refresh_token::RefreshToken,
     domain::{EMAIL_MAX_BYTES, Email, Password, Username},
-    session::RefreshToken,
     token::{KeyPair, Keyring, Tokens},
     verify::bearer_token,
 };

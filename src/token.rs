@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::Error;
+use crate::domain::Error;
 
 pub const TOKEN_TYPE: &str = "at+jwt";
 /// Clock skew tolerated between the replica that signed and the one that

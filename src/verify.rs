@@ -49,7 +49,7 @@ use tonic::{Status, body::Body, server::NamedService};
 use tower::{Layer, Service};
 
 use crate::{
-    error::INVALID_TOKEN,
+    api::status::INVALID_TOKEN,
     token::{self, Claims, JwkSet, Tokens},
 };
 

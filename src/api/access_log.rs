@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::proto;
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 
 /// The metadata that carries a call's id, both ways.
 const REQUEST_ID: &str = "x-request-id";
@@ -98,7 +98,7 @@ where
             "call",
             method,
             path = unknown_path.map(tracing::field::display),
-            peer = crate::listener::peer(request.extensions()).map(tracing::field::display),
+            peer = crate::api::listener::peer(request.extensions()).map(tracing::field::display),
             request_id = %request_id.to_str().unwrap_or_default(),
         );
         let response = span.in_scope(|| self.inner.call(request));

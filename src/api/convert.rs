@@ -7,10 +7,10 @@ use secrecy::ExposeSecret;
 
 use super::proto;
 use crate::{
-    Error,
+    core::accounts::SessionTokens,
+    domain::Error,
+    domain::FieldViolation,
     domain::{Credentials, Email, NewUser, Password, User, Username},
-    error::FieldViolation,
-    service::SessionTokens,
     token::{AccessToken, Claims},
 };
 

@@ -5,8 +5,10 @@
 mod access_log;
 mod bearer;
 pub(crate) mod convert;
+pub(crate) mod cors;
+pub(crate) mod listener;
 pub mod malformed;
-pub mod web;
+pub(crate) mod status;
 pub mod well_known;
 
 use tonic::{Request, Response, Status};
@@ -15,9 +17,9 @@ pub use access_log::AccessLogLayer;
 pub use bearer::BearerAuthLayer;
 
 use crate::{
-    Error,
-    limits::{Action, Limits},
-    service::Accounts,
+    core::accounts::Accounts,
+    core::throttle::{Action, Limits},
+    domain::Error,
     token::Claims,
 };
 
@@ -64,9 +66,9 @@ impl AuthApi {
 
     /// Counts the call against its client's rate for `action`.
     async fn limit_client<T>(&self, action: Action, request: &Request<T>) -> Result<(), Error> {
-        let peer = crate::listener::peer(request.extensions()).map(|addr| addr.ip());
+        let peer = crate::api::listener::peer(request.extensions()).map(|addr| addr.ip());
         self.limits
-            .check_client(action, request.metadata(), peer)
+            .check_client(action, request.metadata().as_ref(), peer)
             .await
     }
 }

@@ -4,7 +4,7 @@ use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::{Database, query_error, schema::signing_keys, with_conn};
-use crate::Error;
+use crate::domain::Error;
 
 /// A signing key as stored. The private key is PKCS#8 PEM, or sealed under
 /// a key-encryption key (see `kek`); the store does not look inside.

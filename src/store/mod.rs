@@ -6,7 +6,7 @@ mod schema;
 mod sessions;
 mod users;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use diesel::{
     Connection, ConnectionError, ConnectionResult, SqliteConnection,
@@ -26,9 +26,11 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub use keys::StoredKey;
 pub use sessions::{RefreshRecord, Revoke, Rotation};
-pub use users::{BackfillError, EmailKeyConflicts, NewUserRecord, StoredPassword};
+pub use users::{NewUserRecord, StoredPassword};
 
-use crate::{Error, config::DatabaseUrl};
+use secrecy::SecretString;
+
+use crate::domain::Error;
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -37,6 +39,38 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const MIGRATION_LOCK_ID: i64 = 0x6175_7468_6400;
 
 type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
+
+/// Where the data lives. The PostgreSQL URL may hold a password, so it is a
+/// secret and never printed.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    Postgres(SecretString),
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// Parses `DATABASE_URL`. Errors never repeat the value, which may carry
+    /// a password.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(SecretString::from(url.to_owned())));
+        }
+        let Some(path) = url.strip_prefix("sqlite://") else {
+            return Err(
+                "invalid DATABASE_URL: must start with postgres://, postgresql:// or sqlite://"
+                    .into(),
+            );
+        };
+        if path.is_empty() || path.contains(":memory:") || path.starts_with("file:") {
+            return Err(
+                "invalid DATABASE_URL: sqlite:// must be followed by a file path, \
+                        e.g. sqlite://authd.db or sqlite:///var/lib/authd/authd.db"
+                    .into(),
+            );
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
 
 /// A pool of connections to whichever backend is configured.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use super::{
     users::{StoredPassword, UserRow},
     with_conn,
 };
-use crate::{Error, domain::User, password::PasswordHash};
+use crate::{domain::Error, domain::PasswordHash, domain::User};
 
 /// A refresh token to store: its hash and when it stops working.
 pub struct RefreshRecord<'a> {

@@ -13,9 +13,9 @@ const CONFLICTS_SHOWN: usize = 20;
 
 use super::{Database, query_error, schema::users, with_conn};
 use crate::{
-    Error,
+    domain::Error,
+    domain::PasswordHash,
     domain::{Email, User, Username},
-    password::PasswordHash,
 };
 
 #[derive(Queryable, Selectable, Insertable)]

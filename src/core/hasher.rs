@@ -14,26 +14,10 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{Error, domain::Password, metrics::Metrics};
-
-/// A bcrypt hash in its modular-crypt text form, as stored.
-#[derive(Debug, Clone)]
-pub struct PasswordHash(String);
-
-impl PasswordHash {
-    pub fn from_stored(hash: String) -> Self {
-        Self(hash)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The work factor the hash was made with.
-    pub fn cost(&self) -> Option<u32> {
-        self.0.split('$').nth(2)?.parse().ok()
-    }
-}
+use crate::{
+    domain::{Error, Password, PasswordHash},
+    infra::metrics::Metrics,
+};
 
 #[derive(Clone)]
 pub struct Hasher {
@@ -142,7 +126,7 @@ impl Hasher {
     pub async fn hash(&self, slot: Slot, password: &Password) -> Result<PasswordHash, Error> {
         let password = password.expose().to_owned();
         let cost = self.cost;
-        slot.run(move || bcrypt::hash(password, cost).map(PasswordHash))
+        slot.run(move || bcrypt::hash(password, cost).map(PasswordHash::from_stored))
             .await
     }
 
@@ -157,7 +141,7 @@ impl Hasher {
     ) -> Result<bool, Error> {
         let matches_account = stored.is_some();
         let (hash, cost) = match stored {
-            Some(stored) => (stored.0.clone(), stored.cost()),
+            Some(stored) => (stored.as_str().to_owned(), stored.cost()),
             None => {
                 let cost = self.lock_pace().cost;
                 (dummy(cost, &self.dummy_tail), Some(cost))
@@ -274,7 +258,7 @@ mod tests {
         let password = Password::parse_existing("a password".into()).expect("password");
         let slot = hasher.slot().await.expect("slot");
         assert!(!hasher.verify(slot, &password, None).await.expect("verify"));
-        let dummy = PasswordHash(dummy(6, &hasher.dummy_tail));
+        let dummy = PasswordHash::from_stored(dummy(6, &hasher.dummy_tail));
         assert_eq!(dummy.cost(), Some(6));
         let cheaper = Hasher::new(6, 1, 1, &metrics, Some(4))
             .await

@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use crate::{
-    Error,
-    kek::{KekSettings, Keks},
+    core::kek::{KekSettings, Keks},
+    domain::Error,
     store::{Database, StoredKey},
     token::{KeyPair, Keyring, LEEWAY, Tokens},
 };

@@ -10,11 +10,12 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::{
-    Error,
+    core::hasher::Hasher,
+    core::refresh_token::RefreshToken,
+    core::throttle::Limits,
+    domain::Error,
+    domain::PasswordHash,
     domain::{Credentials, NewUser, Password, User},
-    limits::Limits,
-    password::{Hasher, PasswordHash},
-    session::RefreshToken,
     store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
     token::{AccessToken, Claims, Tokens},
 };

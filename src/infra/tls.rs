@@ -4,12 +4,14 @@
 
 use std::{
     future::Future,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
 use anyhow::Context;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{
     TlsAcceptor,
     rustls::{
@@ -20,8 +22,6 @@ use tokio_rustls::{
     },
     server::TlsStream,
 };
-
-use crate::listener::Guarded;
 
 /// How often the certificate files are checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -121,12 +121,15 @@ impl Tls {
     /// certificates. A failed handshake (a plaintext client, a missing
     /// client certificate) or one not finished in time is logged and the
     /// connection dropped, so half-open connections cannot pile up.
-    pub fn handshake(
+    pub fn handshake<IO>(
         &self,
-        tcp: Guarded,
-    ) -> impl Future<Output = Option<TlsStream<Guarded>>> + Send + use<> {
+        tcp: IO,
+        peer: Option<SocketAddr>,
+    ) -> impl Future<Output = Option<TlsStream<IO>>> + Send + use<IO>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let acceptor = TlsAcceptor::from(self.current());
-        let peer = tcp.remote();
         async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => Some(stream),

@@ -18,10 +18,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use redis::{Script, aio::ConnectionManager};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
-use crate::{Error, domain::Email, metrics::Metrics};
+use crate::{domain::Email, domain::Error, infra::metrics::Metrics};
 
 /// `count` events per `per`, e.g. `60/min`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +150,7 @@ impl Limits {
     pub async fn check_client(
         &self,
         action: Action,
-        metadata: &MetadataMap,
+        headers: &http::HeaderMap,
         peer: Option<IpAddr>,
     ) -> Result<(), Error> {
         let (name, rate) = match action {
@@ -160,12 +159,17 @@ impl Limits {
             Action::Refresh => ("refresh", self.settings.refresh),
             Action::Introspect => ("introspect", self.settings.introspect),
         };
-        let client = self.client_key(metadata, peer);
+        let client = self.client_key(headers, peer);
         let key = format!("{}rate:{name}:{client}", self.settings.redis_prefix);
         match self.counters.hit(&key, rate).await {
             Ok(None) => Ok(()),
             Ok(Some(retry_after)) => {
-                self.metrics.client_throttled(action);
+                match action {
+                    Action::Login => self.metrics.login_throttled_by_client(),
+                    Action::Signup => self.metrics.signup_throttled(),
+                    Action::Refresh => self.metrics.refresh_throttled(),
+                    Action::Introspect => self.metrics.introspect_throttled(),
+                }
                 Err(Error::RateLimited { retry_after })
             }
             Err(error) => fail_open(error),
@@ -252,11 +256,11 @@ impl Limits {
     /// The client's address: the rightmost entry of the trusted forwarded
     /// header (the one the proxy itself added), else the TCP peer; for IPv6,
     /// its prefix.
-    fn client_key(&self, metadata: &MetadataMap, peer: Option<IpAddr>) -> String {
+    fn client_key(&self, headers: &http::HeaderMap, peer: Option<IpAddr>) -> String {
         // Only the rightmost entry is the proxy's own; anything left of it
         // came from the client. If it does not parse, the peer is used.
         let forwarded = self.settings.forwarded_header.as_ref().and_then(|name| {
-            let value = metadata.get_all(name.as_str()).into_iter().next_back()?;
+            let value = headers.get_all(name).into_iter().next_back()?;
             let rightmost = value.to_str().ok()?.rsplit(',').next()?;
             rightmost.trim().parse::<IpAddr>().ok()
         });

@@ -16,6 +16,10 @@ use uuid::Uuid;
 
 /// bcrypt reads at most 72 bytes; longer passwords are refused rather than
 /// silently truncated into a weaker secret than the user chose.
+mod error;
+
+pub use error::{Error, FieldViolation};
+
 pub const PASSWORD_MAX_BYTES: usize = 72;
 pub const PASSWORD_MIN_CHARS: usize = 8;
 pub const EMAIL_MAX_BYTES: usize = 254;
@@ -297,6 +301,25 @@ impl Password {
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Password([REDACTED])")
+    }
+}
+
+/// A bcrypt hash in its modular-crypt text form, as stored.
+#[derive(Debug, Clone)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub fn from_stored(hash: String) -> Self {
+        Self(hash)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The work factor the hash was made with.
+    pub fn cost(&self) -> Option<u32> {
+        self.0.split('$').nth(2)?.parse().ok()
     }
 }
 

@@ -25,7 +25,7 @@ use chacha20poly1305::{
 use secrecy::{ExposeSecret, SecretBox, SecretString, zeroize::Zeroizing};
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::domain::Error;
 
 const VERSION: &str = "authd-kek-v1";
 const KEK_BYTES: usize = 32;

@@ -1,11 +1,7 @@
 //! The one error type of authd. Every failure a client can see is a variant
-//! here, and `From<Error> for Status` is the only place that decides what a
-//! client is told.
+//! here; `api::status` is the only place that decides what a client is told.
 
 use std::{borrow::Cow, time::Duration};
-
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,72 +89,4 @@ impl Error {
     pub fn unavailable(source: impl Into<Source>) -> Self {
         Self::Unavailable(source.into())
     }
-}
-
-pub const INVALID_CREDENTIALS: &str = "invalid email or password";
-/// What an overloaded hashing stage suggests: about the time a short queue
-/// takes to drain.
-const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
-pub const INVALID_TOKEN: &str = "missing or invalid access token";
-
-impl From<Error> for Status {
-    fn from(error: Error) -> Self {
-        match error {
-            Error::InvalidArgument(violations) => {
-                let summary = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field, v.description.as_ref());
-                }
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("invalid request: {summary}"),
-                    details,
-                )
-            }
-            Error::EmailTaken => Status::already_exists("a user with this email already exists"),
-            Error::InvalidCredentials => Status::unauthenticated(INVALID_CREDENTIALS),
-            Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
-            Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
-            Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
-            Error::GuessingSessionEnded => Status::unauthenticated(
-                "too many wrong current passwords: this session has ended, log in again",
-            ),
-            Error::PasswordChanged => Status::aborted(
-                "the password was changed by another request meanwhile; nothing was changed",
-            ),
-            Error::RateLimited { retry_after } => retry_later(
-                "too many requests from this client, retry later",
-                retry_after,
-            ),
-            Error::AccountLocked { retry_after } => retry_later(
-                "too many failed logins for this account, retry later",
-                retry_after,
-            ),
-            Error::Overloaded => retry_later("server busy, retry later", OVERLOAD_RETRY),
-            Error::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable("service temporarily unavailable, retry later")
-            }
-            Error::Internal(source) => {
-                tracing::error!(error = %source, "internal error");
-                Status::internal("internal error")
-            }
-        }
-    }
-}
-
-/// RESOURCE_EXHAUSTED with the wait in `google.rpc.RetryInfo`, rounded up
-/// to whole seconds so clients never retry a moment too early.
-fn retry_later(message: &str, retry_after: Duration) -> Status {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    Status::with_error_details(
-        Code::ResourceExhausted,
-        message,
-        ErrorDetails::with_retry_info(Some(Duration::from_secs(seconds))),
-    )
 }

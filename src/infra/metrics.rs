@@ -21,8 +21,6 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{limits::Action, store::Database};
-
 /// Where the admin listener serves the metrics; every other path is 404.
 pub const PATH: &str = "/metrics";
 
@@ -244,12 +242,12 @@ impl Metrics {
     }
 
     /// The router of the admin listener: `GET /metrics`, and 404 for
-    /// anything else. Pool figures are read from `database` at each scrape.
-    pub fn router(&self, database: Database) -> Router {
+    /// anything else. Pool figures are read from `pool` at each scrape.
+    pub(crate) fn router(&self, pool: PoolStatus) -> Router {
         Router::new()
             .route(PATH, get(scrape))
             .fallback(|| async { StatusCode::NOT_FOUND })
-            .with_state((self.clone(), database))
+            .with_state((self.clone(), pool))
     }
 
     /// The whole registry in the OpenMetrics text format.
@@ -298,20 +296,24 @@ impl Metrics {
         self.0.hash_rejected.inc();
     }
 
-    /// The client rate limit for `action` refused a call.
-    pub(crate) fn client_throttled(&self, action: Action) {
-        match action {
-            Action::Login => self.login_throttled("client"),
-            Action::Signup => {
-                self.0.signup_throttled.inc();
-            }
-            Action::Refresh => {
-                self.0.refresh_throttled.inc();
-            }
-            Action::Introspect => {
-                self.0.introspect_throttled.inc();
-            }
-        }
+    /// The client rate limit refused a Login call.
+    pub(crate) fn login_throttled_by_client(&self) {
+        self.login_throttled("client");
+    }
+
+    /// The client rate limit refused a Signup call.
+    pub(crate) fn signup_throttled(&self) {
+        self.0.signup_throttled.inc();
+    }
+
+    /// The client rate limit refused a Refresh call.
+    pub(crate) fn refresh_throttled(&self) {
+        self.0.refresh_throttled.inc();
+    }
+
+    /// The client rate limit refused an IntrospectToken call.
+    pub(crate) fn introspect_throttled(&self) {
+        self.0.introspect_throttled.inc();
     }
 
     /// Refresh refused a token that is not live.
@@ -382,8 +384,11 @@ fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-async fn scrape(State((metrics, database)): State<(Metrics, Database)>) -> Response {
-    metrics.record_pool(database.pool_status());
+/// Reads the database pool's figures, which only the store knows.
+pub(crate) type PoolStatus = Arc<dyn Fn() -> deadpool::Status + Send + Sync>;
+
+async fn scrape(State((metrics, pool)): State<(Metrics, PoolStatus)>) -> Response {
+    metrics.record_pool(pool());
     match metrics.encode() {
         Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Err(error) => {
@@ -447,9 +452,9 @@ mod tests {
             Some(0.0)
         );
         metrics.account_throttled();
-        metrics.client_throttled(Action::Login);
-        metrics.client_throttled(Action::Signup);
-        metrics.client_throttled(Action::Signup);
+        metrics.login_throttled_by_client();
+        metrics.signup_throttled();
+        metrics.signup_throttled();
         assert_eq!(
             sample(&metrics, r#"authd_login_throttled_total{reason="account"}"#),
             Some(1.0)
@@ -460,9 +465,9 @@ mod tests {
         );
         assert_eq!(sample(&metrics, "authd_signup_throttled_total"), Some(2.0));
         assert_eq!(sample(&metrics, "authd_refresh_throttled_total"), Some(0.0));
-        metrics.client_throttled(Action::Refresh);
-        metrics.client_throttled(Action::Introspect);
-        metrics.client_throttled(Action::Introspect);
+        metrics.refresh_throttled();
+        metrics.introspect_throttled();
+        metrics.introspect_throttled();
         assert_eq!(sample(&metrics, "authd_refresh_throttled_total"), Some(1.0));
         assert_eq!(
             sample(&metrics, "authd_introspect_throttled_total"),

@@ -37,7 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use crate::{Error, metrics::Metrics};
+use crate::{domain::Error, infra::metrics::Metrics};
 
 /// The first pause after a failed accept; it doubles up to
 /// [`ACCEPT_BACKOFF_MAX`] while accepting keeps failing. Without it a
