@@ -70,7 +70,7 @@ pub struct Settings {
         default_value = "127.0.0.1:50051",
         global = true
     )]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// postgres://… or postgresql://… for PostgreSQL; sqlite://PATH for an
     /// SQLite file, created if missing.
@@ -81,24 +81,24 @@ pub struct Settings {
         hide_env_values = true,
         global = true
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
 
     /// Most database connections kept open.
     #[arg(long, env = "AUTHD_DB_POOL_SIZE", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(1..), global = true)]
-    pub db_pool_size: u16,
+    pub(crate) db_pool_size: u16,
 
     /// How long a call waits for a database connection before it fails
     /// UNAVAILABLE.
     #[arg(long, env = "AUTHD_DB_TIMEOUT", default_value = "5s", value_parser = parse_duration,
           global = true)]
-    pub db_timeout: Duration,
+    pub(crate) db_timeout: Duration,
 
     /// How long startup keeps retrying an unreachable database before it
     /// gives up and exits.
     #[arg(long, env = "AUTHD_DB_STARTUP_TIMEOUT", default_value = "30s",
           value_parser = parse_duration, global = true)]
-    pub db_startup_timeout: Duration,
+    pub(crate) db_startup_timeout: Duration,
 
     /// Most Login calls per client (peer address, or the trusted forwarded
     /// header), e.g. 60/min.
@@ -108,7 +108,7 @@ pub struct Settings {
         default_value = "60/min",
         global = true
     )]
-    pub login_rate: Rate,
+    pub(crate) login_rate: Rate,
 
     /// Most Signup calls per client, e.g. 20/min.
     #[arg(
@@ -117,7 +117,7 @@ pub struct Settings {
         default_value = "20/min",
         global = true
     )]
-    pub signup_rate: Rate,
+    pub(crate) signup_rate: Rate,
 
     /// Most Refresh calls per client, e.g. 600/min.
     #[arg(
@@ -126,7 +126,7 @@ pub struct Settings {
         default_value = "600/min",
         global = true
     )]
-    pub refresh_rate: Rate,
+    pub(crate) refresh_rate: Rate,
 
     /// Most IntrospectToken calls per client, e.g. 1000/s. Generous, since
     /// many services may introspect from one address.
@@ -136,40 +136,40 @@ pub struct Settings {
         default_value = "1000/s",
         global = true
     )]
-    pub introspect_rate: Rate,
+    pub(crate) introspect_rate: Rate,
 
     /// Consecutive failed logins for one email before it must wait.
     #[arg(long, env = "AUTHD_LOCKOUT_THRESHOLD", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
-    pub lockout_threshold: u32,
+    pub(crate) lockout_threshold: u32,
 
     /// The first wait after the threshold; it doubles with every further
     /// failure.
     #[arg(long, env = "AUTHD_LOCKOUT_BASE", default_value = "30s", value_parser = parse_duration,
           global = true)]
-    pub lockout_base: Duration,
+    pub(crate) lockout_base: Duration,
 
     /// The longest wait between login attempts for one email.
     #[arg(long, env = "AUTHD_LOCKOUT_MAX", default_value = "15m", value_parser = parse_duration,
           global = true)]
-    pub lockout_max: Duration,
+    pub(crate) lockout_max: Duration,
 
     /// A header that a proxy in front of authd sets to the client address
     /// (e.g. x-forwarded-for); rate limits then key on its rightmost entry.
     /// Only set this behind such a proxy: clients can send any header.
     #[arg(long, env = "AUTHD_TRUSTED_FORWARDED_HEADER", global = true)]
-    pub trusted_forwarded_header: Option<http::HeaderName>,
+    pub(crate) trusted_forwarded_header: Option<http::HeaderName>,
 
     /// Rate limits count IPv6 clients by this many leading bits of their
     /// address (32 to 128): a host is usually given a whole /64.
     #[arg(long, env = "AUTHD_IPV6_PREFIX_LENGTH", default_value_t = 64,
           value_parser = clap::value_parser!(u8).range(32..=128), global = true)]
-    pub ipv6_prefix_length: u8,
+    pub(crate) ipv6_prefix_length: u8,
 
     /// Redis for rate-limit and throttle counters shared by all replicas
     /// (redis://host:6379/). Without it each replica counts on its own.
     #[arg(long, env = "AUTHD_REDIS_URL", hide_env_values = true, global = true)]
-    pub redis_url: Option<String>,
+    pub(crate) redis_url: Option<String>,
 
     /// Prefix of every Redis key authd writes.
     #[arg(
@@ -178,76 +178,76 @@ pub struct Settings {
         default_value = "authd:",
         global = true
     )]
-    pub redis_prefix: String,
+    pub(crate) redis_prefix: String,
 
     /// Password-hashing calls that may wait for a core beyond those being
     /// hashed; more are refused at once. Default: twice the cores.
     #[arg(long, env = "AUTHD_HASH_QUEUE", global = true)]
-    pub hash_queue: Option<usize>,
+    pub(crate) hash_queue: Option<usize>,
 
     /// Access token lifetime, whole seconds from 1s to 24h (e.g. 90s, 15m).
     #[arg(long, env = "AUTHD_TOKEN_TTL", default_value = "15m", value_parser = parse_token_ttl,
           global = true)]
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
 
     /// Refresh token lifetime; each refresh starts a new one (e.g. 30d).
     #[arg(long, env = "AUTHD_REFRESH_TTL", default_value = "30d", value_parser = parse_duration,
           global = true)]
-    pub refresh_ttl: Duration,
+    pub(crate) refresh_ttl: Duration,
 
     /// How long after a refresh the spent refresh token still returns the
     /// same successor instead of counting as reuse (0s to 1m).
     #[arg(long, env = "AUTHD_REFRESH_REUSE_GRACE", default_value = "10s",
           value_parser = parse_reuse_grace, global = true)]
-    pub refresh_reuse_grace: Duration,
+    pub(crate) refresh_reuse_grace: Duration,
 
     /// How often each replica reloads signing keys from the database. New
     /// keys sign two intervals after rotation; the JWKS may be cached for one.
     #[arg(long, env = "AUTHD_KEY_REFRESH", default_value = "30s", value_parser = parse_duration,
           global = true)]
-    pub key_refresh: Duration,
+    pub(crate) key_refresh: Duration,
 
     /// Rotate the signing key automatically once it is this old (e.g. 30d).
     /// Off unless set.
     #[arg(long, env = "AUTHD_KEY_ROTATION_PERIOD", value_parser = parse_duration, global = true)]
-    pub key_rotation_period: Option<Duration>,
+    pub(crate) key_rotation_period: Option<Duration>,
 
     /// The `iss` claim of issued tokens, and the only one accepted.
     #[arg(long, env = "AUTHD_ISSUER", default_value = "authd", value_parser = parse_non_empty,
           global = true)]
-    pub issuer: String,
+    pub(crate) issuer: String,
 
     /// The address clients reach authd at (e.g. https://auth.example.com),
     /// for the discovery document's jwks_uri. Default: the issuer when it is
     /// an http(s) URL, else the listen address.
     #[arg(long, env = "AUTHD_PUBLIC_URL", value_parser = parse_public_url, global = true)]
-    pub public_url: Option<Url>,
+    pub(crate) public_url: Option<Url>,
 
     /// The `aud` claim of issued tokens, and the only one accepted.
     #[arg(long, env = "AUTHD_AUDIENCE", default_value = "authd", value_parser = parse_non_empty,
           global = true)]
-    pub audience: String,
+    pub(crate) audience: String,
 
     /// bcrypt work factor for new password hashes (4 to 31).
     #[arg(long, env = "AUTHD_BCRYPT_COST", default_value_t = 12,
           value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
-    pub bcrypt_cost: u32,
+    pub(crate) bcrypt_cost: u32,
 
     /// Shortest password accepted at signup, in characters (8 to 72).
     #[arg(long, env = "AUTHD_PASSWORD_MIN_LENGTH", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(8..=PASSWORD_MAX_BYTES as i64), global = true)]
-    pub password_min_length: u16,
+    pub(crate) password_min_length: u16,
 
     /// PKCS#8 PEM Ed25519 private key to sign tokens with. Without it, authd
     /// generates a key on first start and keeps it in the database.
     #[arg(long, env = "AUTHD_SIGNING_KEY_FILE", global = true)]
-    pub signing_key_file: Option<PathBuf>,
+    pub(crate) signing_key_file: Option<PathBuf>,
 
     /// Key-encryption key: a file holding 32 random bytes in base64
     /// (`openssl rand -base64 32`). With it, signing keys stored in the
     /// database are encrypted with it (XChaCha20-Poly1305).
     #[arg(long, env = "AUTHD_KEY_ENCRYPTION_KEY_FILE", global = true)]
-    pub key_encryption_key_file: Option<PathBuf>,
+    pub(crate) key_encryption_key_file: Option<PathBuf>,
 
     /// The key-encryption key being replaced, used only to decrypt keys
     /// still encrypted with it (while `authd keys rewrap` moves them).
@@ -257,7 +257,7 @@ pub struct Settings {
         requires = "key_encryption_key_file",
         global = true
     )]
-    pub previous_key_encryption_key_file: Option<PathBuf>,
+    pub(crate) previous_key_encryption_key_file: Option<PathBuf>,
 
     /// PEM certificate chain to serve TLS with; needs AUTHD_TLS_KEY_FILE.
     /// Without it authd serves plaintext. Reloaded on SIGHUP or change.
@@ -267,7 +267,7 @@ pub struct Settings {
         requires = "tls_key_file",
         global = true
     )]
-    pub tls_cert_file: Option<PathBuf>,
+    pub(crate) tls_cert_file: Option<PathBuf>,
 
     /// PEM private key of AUTHD_TLS_CERT_FILE.
     #[arg(
@@ -276,7 +276,7 @@ pub struct Settings {
         requires = "tls_cert_file",
         global = true
     )]
-    pub tls_key_file: Option<PathBuf>,
+    pub(crate) tls_key_file: Option<PathBuf>,
 
     /// PEM CA certificate(s): with it, every client must present a
     /// certificate signed by one of them (mutual TLS).
@@ -286,7 +286,7 @@ pub struct Settings {
         requires = "tls_cert_file",
         global = true
     )]
-    pub tls_client_ca_file: Option<PathBuf>,
+    pub(crate) tls_client_ca_file: Option<PathBuf>,
 
     /// Web origins (comma-separated, e.g. https://app.example.com) whose
     /// pages may call authd with gRPC-Web; `*` allows any. Without it
@@ -297,86 +297,86 @@ pub struct Settings {
         value_delimiter = ',',
         global = true
     )]
-    pub cors_allowed_origins: Vec<http::HeaderValue>,
+    pub(crate) cors_allowed_origins: Vec<http::HeaderValue>,
 
     /// Serve gRPC server reflection (v1 and v1alpha), so tools like grpcurl
     /// need no proto file.
     #[arg(long, env = "AUTHD_REFLECTION", default_value_t = true, action = clap::ArgAction::Set,
           global = true)]
-    pub reflection: bool,
+    pub(crate) reflection: bool,
 
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before
     /// they are dropped.
     #[arg(long, env = "AUTHD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration,
           global = true)]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 
     /// Log line format. Verbosity comes from RUST_LOG (default "info").
     #[arg(long, env = "AUTHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text,
           global = true)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
 
     /// Most connections open at once on the gRPC port. At the cap a new
     /// connection closes the one idle the longest, or is refused if every
     /// one is busy.
     #[arg(long, env = "AUTHD_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
-    pub max_connections: u32,
+    pub(crate) max_connections: u32,
 
     /// How long a connection may go without a call in progress before it is
     /// closed; this includes connections that never send anything.
     #[arg(long, env = "AUTHD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration,
           global = true)]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 
     /// Most calls in progress at once over all connections; more are
     /// refused at once with RESOURCE_EXHAUSTED.
     #[arg(long, env = "AUTHD_MAX_CONCURRENT_CALLS", default_value_t = 2048,
           value_parser = clap::value_parser!(u32).range(1..), global = true)]
-    pub max_concurrent_calls: u32,
+    pub(crate) max_concurrent_calls: u32,
 
     /// How long a call may take to its response, waiting for its request
     /// message included; then it is cancelled.
     #[arg(long, env = "AUTHD_CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration,
           global = true)]
-    pub call_timeout: Duration,
+    pub(crate) call_timeout: Duration,
 
     /// How often an HTTP/2 connection that sends nothing is pinged; one
     /// that does not answer within 10s is closed.
     #[arg(long, env = "AUTHD_KEEPALIVE_INTERVAL", default_value = "30s",
           value_parser = parse_duration, global = true)]
-    pub keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
 
     /// Address of the admin listener that serves Prometheus metrics at
     /// /metrics, and nothing else. Off unless set; keep it away from
     /// clients.
     #[arg(long, env = "AUTHD_METRICS_LISTEN", global = true)]
-    pub metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 /// The validated settings the service runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub listener: ListenerSettings,
-    pub database_url: DatabaseUrl,
-    pub pool: PoolSettings,
-    pub limits: LimitSettings,
-    pub hash_queue: Option<usize>,
-    pub token_ttl: Duration,
-    pub sessions: SessionSettings,
-    pub keys: KeySettings,
-    pub issuer: String,
-    pub public_url: Option<Url>,
-    pub audience: String,
-    pub bcrypt_cost: u32,
-    pub password_min_length: usize,
-    pub tls: Option<TlsSettings>,
-    pub cors_allowed_origins: Vec<http::HeaderValue>,
-    pub reflection: bool,
-    pub shutdown_grace: Duration,
+    pub(crate) listen: SocketAddr,
+    pub(crate) listener: ListenerSettings,
+    pub(crate) database_url: DatabaseUrl,
+    pub(crate) pool: PoolSettings,
+    pub(crate) limits: LimitSettings,
+    pub(crate) hash_queue: Option<usize>,
+    pub(crate) token_ttl: Duration,
+    pub(crate) sessions: SessionSettings,
+    pub(crate) keys: KeySettings,
+    pub(crate) issuer: String,
+    pub(crate) public_url: Option<Url>,
+    pub(crate) audience: String,
+    pub(crate) bcrypt_cost: u32,
+    pub(crate) password_min_length: usize,
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) cors_allowed_origins: Vec<http::HeaderValue>,
+    pub(crate) reflection: bool,
+    pub(crate) shutdown_grace: Duration,
     pub log_format: LogFormat,
-    pub metrics_listen: Option<SocketAddr>,
+    pub(crate) metrics_listen: Option<SocketAddr>,
 }
 
 impl TryFrom<Settings> for Config {

@@ -20,4 +20,5 @@ pub mod token;
 pub mod verify;
 
 pub use app::{Application, migrate, rewrap_keys, rotate_keys, shutdown_signal};
+pub use core::keys::{Rewrapped, Rotated};
 pub use infra::telemetry;

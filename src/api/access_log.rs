@@ -42,13 +42,13 @@ const MAX_LOGGED_PATH_BYTES: usize = 128;
 
 /// Adds [`AccessLog`] around a service, recording into `metrics`.
 #[derive(Clone)]
-pub struct AccessLogLayer {
+pub(crate) struct AccessLogLayer {
     metrics: Metrics,
 }
 
 impl AccessLogLayer {
     /// Counts the calls it sees in `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
+    pub(crate) fn new(metrics: Metrics) -> Self {
         Self { metrics }
     }
 }
@@ -66,7 +66,7 @@ impl<S> Layer<S> for AccessLogLayer {
 
 /// The service [`AccessLogLayer`] wraps around `S`.
 #[derive(Clone)]
-pub struct AccessLog<S> {
+pub(crate) struct AccessLog<S> {
     inner: S,
     metrics: Metrics,
 }

@@ -20,11 +20,11 @@ const PUBLIC_METHODS: [&str; 4] = [
 
 /// Requires a token on every AuthService method but the public ones.
 #[derive(Clone)]
-pub struct BearerAuthLayer(RequireBearerLayer<Tokens>);
+pub(crate) struct BearerAuthLayer(RequireBearerLayer<Tokens>);
 
 impl BearerAuthLayer {
     /// Checks tokens against `tokens`' current keyring.
-    pub fn new(tokens: Arc<Tokens>) -> Self {
+    pub(crate) fn new(tokens: Arc<Tokens>) -> Self {
         Self(RequireBearerLayer::new(tokens).public_methods(PUBLIC_METHODS))
     }
 }

@@ -35,7 +35,10 @@ impl Violations {
     }
 }
 
-pub fn new_user(request: proto::SignupRequest, password_min: usize) -> Result<NewUser, Error> {
+pub(crate) fn new_user(
+    request: proto::SignupRequest,
+    password_min: usize,
+) -> Result<NewUser, Error> {
     let mut violations = Violations::default();
     let email = violations.check("email", Email::parse(&request.email));
     let password = violations.check(
@@ -53,7 +56,7 @@ pub fn new_user(request: proto::SignupRequest, password_min: usize) -> Result<Ne
     }
 }
 
-pub fn credentials(request: proto::LoginRequest) -> Result<Credentials, Error> {
+pub(crate) fn credentials(request: proto::LoginRequest) -> Result<Credentials, Error> {
     let mut violations = Violations::default();
     let email = violations.check("email", Email::parse(&request.email));
     let password = violations.check("password", Password::parse_existing(request.password));
@@ -80,7 +83,7 @@ impl From<User> for proto::User {
 
 /// A ChangePassword request: the new password under Signup's rules, the
 /// current one only as something bcrypt can compare.
-pub fn password_change(
+pub(crate) fn password_change(
     request: proto::ChangePasswordRequest,
     password_min: usize,
 ) -> Result<(Password, Password), Error> {
@@ -100,7 +103,7 @@ pub fn password_change(
 }
 
 /// A field that must not be empty, e.g. a token to check.
-pub fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Error> {
+pub(crate) fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Error> {
     if value.is_empty() {
         return Err(Error::InvalidArgument(vec![FieldViolation {
             field,

@@ -8,7 +8,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// The CORS layer for `origins`, or none when no origin is allowed (then
 /// non-browser gRPC-Web clients still work; browsers enforce same-origin).
-pub fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
+pub(crate) fn cors(origins: &[HeaderValue]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }

@@ -47,35 +47,35 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Limits on connections and calls.
 #[derive(Debug, Clone, Copy)]
-pub struct ListenerSettings {
+pub(crate) struct ListenerSettings {
     /// Most connections open at once, handshaking ones included.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// How long a connection may stay idle before it is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// Most calls in progress at once, over all connections, counted until
     /// their response headers; more are refused at once.
-    pub max_concurrent_calls: usize,
+    pub(crate) max_concurrent_calls: usize,
     /// How long a call may take to its response headers, waiting for its
     /// request message included.
-    pub call_timeout: Duration,
+    pub(crate) call_timeout: Duration,
     /// How often an HTTP/2 connection with nothing to read is pinged; one
     /// that does not answer within [`KEEPALIVE_TIMEOUT`] is closed.
-    pub keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
 }
 
 /// How long an HTTP/2 keepalive ping may go unanswered.
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the server knows about the connection a call arrived on. tonic puts
 /// it in every request's extensions; [`peer`] reads it.
 #[derive(Clone)]
-pub struct ConnectionInfo {
+pub(crate) struct ConnectionInfo {
     remote: Option<SocketAddr>,
     activity: Arc<Activity>,
 }
 
 /// The client address of a call, on plaintext and TLS connections alike.
-pub fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
+pub(crate) fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
     connection(extensions)?.remote
 }
 
@@ -200,7 +200,7 @@ impl Registry {
 pin_project! {
     /// A TCP connection that ends itself when it has been idle too long or
     /// was chosen to make room, and leaves the registry when dropped.
-    pub struct Guarded {
+    pub(crate) struct Guarded {
         #[pin]
         tcp: TcpStream,
         remote: Option<SocketAddr>,
@@ -236,7 +236,7 @@ impl Guarded {
 }
 
 impl Guarded {
-    pub fn remote(&self) -> Option<SocketAddr> {
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
         self.remote
     }
 }
@@ -323,7 +323,7 @@ impl AsyncWrite for Guarded {
 /// so a slow client never holds up the others. Accept errors (such as
 /// running out of file descriptors) are logged, counted and followed by a
 /// pause that grows while they last.
-pub fn incoming<IO, H, F>(
+pub(crate) fn incoming<IO, H, F>(
     listener: TcpListener,
     settings: ListenerSettings,
     metrics: Metrics,
@@ -384,13 +384,13 @@ where
 /// connection marked busy while a call on it runs, so it is not closed as
 /// idle under a call.
 #[derive(Clone)]
-pub struct CallLimitLayer {
+pub(crate) struct CallLimitLayer {
     permits: Arc<Semaphore>,
     metrics: Metrics,
 }
 
 impl CallLimitLayer {
-    pub fn new(settings: &ListenerSettings, metrics: Metrics) -> Self {
+    pub(crate) fn new(settings: &ListenerSettings, metrics: Metrics) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(settings.max_concurrent_calls)),
             metrics,
@@ -412,7 +412,7 @@ impl<S> Layer<S> for CallLimitLayer {
 
 /// The service [`CallLimitLayer`] wraps around `S`.
 #[derive(Clone)]
-pub struct CallLimit<S> {
+pub(crate) struct CallLimit<S> {
     inner: S,
     permits: Arc<Semaphore>,
     metrics: Metrics,
@@ -466,7 +466,7 @@ pin_project! {
     /// A response body that keeps its connection busy until it ends.
     #[project = TrackedProjection]
     #[derive(Default)]
-    pub enum Tracked<B> {
+    pub(crate) enum Tracked<B> {
         Body {
             #[pin]
             body: B,

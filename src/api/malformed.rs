@@ -10,10 +10,10 @@ use tonic::{Code, Status};
 
 /// Requests are a few short strings; anything bigger is refused before it
 /// is decoded, on every service.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
-pub const MALFORMED: &str = "request message is malformed";
-pub const TOO_LARGE: &str = "request message is larger than 16 KiB";
+pub(crate) const MALFORMED: &str = "request message is malformed";
+pub(crate) const TOO_LARGE: &str = "request message is larger than 16 KiB";
 
 /// How tonic's messages for undecodable requests begin: protobuf that does
 /// not decode, a truncated or wrongly flagged frame, no message at all.
@@ -29,7 +29,7 @@ const OVERSIZED: &str = "Error, decoded message length too large";
 /// Rewrites the status of a trailers-only response (how a call that fails
 /// before its first response message is answered) when it is tonic's
 /// answer to a malformed request. Anything else passes untouched.
-pub fn rewrite<B>(mut response: Response<B>) -> Response<B> {
+pub(crate) fn rewrite<B>(mut response: Response<B>) -> Response<B> {
     let Some(status) = Status::from_header_map(response.headers()) else {
         return response;
     };

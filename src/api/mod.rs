@@ -13,8 +13,8 @@ pub mod well_known;
 
 use tonic::{Request, Response, Status};
 
-pub use access_log::AccessLogLayer;
-pub use bearer::BearerAuthLayer;
+pub(crate) use access_log::AccessLogLayer;
+pub(crate) use bearer::BearerAuthLayer;
 
 use crate::{
     core::accounts::Accounts,
@@ -49,14 +49,14 @@ fn claims<T>(request: &Request<T>) -> Result<&Claims, Error> {
         .ok_or(Error::InvalidToken)
 }
 
-pub struct AuthApi {
+pub(crate) struct AuthApi {
     accounts: Accounts,
     limits: Limits,
     password_min_length: usize,
 }
 
 impl AuthApi {
-    pub fn new(accounts: Accounts, limits: Limits, password_min_length: usize) -> Self {
+    pub(crate) fn new(accounts: Accounts, limits: Limits, password_min_length: usize) -> Self {
         Self {
             accounts,
             limits,

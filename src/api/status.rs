@@ -8,11 +8,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::Error;
 
-pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+pub(crate) const INVALID_CREDENTIALS: &str = "invalid email or password";
 /// What an overloaded hashing stage suggests: about the time a short queue
 /// takes to drain.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
-pub const INVALID_TOKEN: &str = "missing or invalid access token";
+pub(crate) const INVALID_TOKEN: &str = "missing or invalid access token";
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {

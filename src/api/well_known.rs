@@ -32,7 +32,7 @@ struct WellKnown {
 /// address authd is bound to, with `https` when it serves TLS. `None` when
 /// that address is a wildcard, which no client can reach: discovery is
 /// then off (404), and the log says how to turn it on.
-pub fn jwks_uri(
+pub(crate) fn jwks_uri(
     public_url: Option<&Url>,
     issuer: &str,
     bound: SocketAddr,
@@ -58,7 +58,7 @@ pub fn jwks_uri(
 
 /// An absolute http(s) URL that can prefix a path: a host, and no
 /// credentials, query or fragment.
-pub fn is_public_base(url: &Url) -> bool {
+pub(crate) fn is_public_base(url: &Url) -> bool {
     matches!(url.scheme(), "http" | "https")
         && url.host().is_some()
         && url.username().is_empty()
@@ -72,7 +72,7 @@ pub fn is_public_base(url: &Url) -> bool {
 /// before they sign anything, so a cache that honours a max-age of one
 /// interval always knows a key before it meets a token. Discovery is served
 /// only with a `jwks_uri` (see [`jwks_uri`]).
-pub fn add_to(
+pub(crate) fn add_to(
     grpc: Router,
     tokens: Arc<Tokens>,
     max_age: Duration,

@@ -23,19 +23,19 @@ use signups::SignupLine;
 
 /// How long refresh tokens live and how reuse is judged.
 #[derive(Debug, Clone, Copy)]
-pub struct SessionSettings {
-    pub refresh_ttl: Duration,
-    pub reuse_grace: Duration,
+pub(crate) struct SessionSettings {
+    pub(crate) refresh_ttl: Duration,
+    pub(crate) reuse_grace: Duration,
 }
 
 /// The tokens of a session: what Login and Refresh hand out.
-pub struct SessionTokens {
-    pub access: AccessToken,
-    pub refresh: RefreshToken,
+pub(crate) struct SessionTokens {
+    pub(crate) access: AccessToken,
+    pub(crate) refresh: RefreshToken,
 }
 
 #[derive(Clone)]
-pub struct Accounts {
+pub(crate) struct Accounts {
     db: Database,
     hasher: Hasher,
     tokens: Arc<Tokens>,
@@ -45,7 +45,7 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(
+    pub(crate) fn new(
         db: Database,
         hasher: Hasher,
         tokens: Arc<Tokens>,
@@ -67,7 +67,7 @@ impl Accounts {
     /// double submit or a flood of one address costs no bcrypt. Then hash,
     /// then insert, holding no connection during bcrypt; the unique index
     /// still decides races between replicas.
-    pub async fn signup(&self, new: NewUser) -> Result<User, Error> {
+    pub(crate) async fn signup(&self, new: NewUser) -> Result<User, Error> {
         let _turn = self.signups.turn(&new.email).await;
         if self.db.email_taken(&new.email).await? {
             return Err(Error::EmailTaken);
@@ -87,7 +87,7 @@ impl Accounts {
     /// account throttle and one bcrypt verify, and end in the same error.
     /// Success starts a session, unless the password changed after it was
     /// verified here: then it is an old password, refused like any wrong one.
-    pub async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
+    pub(crate) async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
         let (user, password) = self
             .db
             .find_user_by_email(&credentials.email)
@@ -136,7 +136,7 @@ impl Accounts {
 
     /// Spends a refresh token for the session's next tokens; see
     /// [`Database::rotate_refresh_token`] for the concurrency rules.
-    pub async fn refresh(&self, presented: &str) -> Result<SessionTokens, Error> {
+    pub(crate) async fn refresh(&self, presented: &str) -> Result<SessionTokens, Error> {
         let Some(presented) = RefreshToken::parse(presented) else {
             self.limits.refresh_token_invalid();
             return Err(Error::InvalidRefreshToken);
@@ -184,11 +184,11 @@ impl Accounts {
     }
 
     /// The caller's profile, if the token's session is still live.
-    pub async fn me(&self, claims: &Claims) -> Result<User, Error> {
+    pub(crate) async fn me(&self, claims: &Claims) -> Result<User, Error> {
         self.live_session_user(claims).await.map(|(user, _)| user)
     }
 
-    pub async fn logout(&self, claims: &Claims, all_sessions: bool) -> Result<(), Error> {
+    pub(crate) async fn logout(&self, claims: &Claims, all_sessions: bool) -> Result<(), Error> {
         let (user, _) = self.live_session_user(claims).await?;
         let scope = if all_sessions {
             Revoke::User(user.id)
@@ -202,7 +202,7 @@ impl Accounts {
     /// session of the user, so a thief's sessions die with the old password.
     /// The change applies only to the password it checked: of concurrent
     /// changes one wins and the others are told so.
-    pub async fn change_password(
+    pub(crate) async fn change_password(
         &self,
         claims: &Claims,
         current: Password,
@@ -246,7 +246,7 @@ impl Accounts {
 
     /// A token's claims if it is active right now: valid and its session
     /// live. Anything else is simply inactive.
-    pub async fn introspect(&self, token: &str) -> Result<Option<Claims>, Error> {
+    pub(crate) async fn introspect(&self, token: &str) -> Result<Option<Claims>, Error> {
         let Ok(claims) = self.tokens.verify(token) else {
             return Ok(None);
         };

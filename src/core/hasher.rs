@@ -20,7 +20,7 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct Hasher {
+pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
     /// Calls holding a place: hashing now or queued for a permit.
     places_taken: Arc<AtomicUsize>,
@@ -65,7 +65,7 @@ impl Hasher {
     /// hashes, sets the dummy's cost when it is higher, so that unknown
     /// emails take as long as the slowest accounts right after a restart
     /// with a lower cost.
-    pub async fn new(
+    pub(crate) async fn new(
         cost: u32,
         permits: usize,
         queue: usize,
@@ -97,7 +97,7 @@ impl Hasher {
         })
     }
 
-    pub fn cost(&self) -> u32 {
+    pub(crate) fn cost(&self) -> u32 {
         self.cost
     }
 
@@ -106,7 +106,7 @@ impl Hasher {
     /// blocking task exists, so waiting calls queue here instead of
     /// occupying blocking-pool threads. A call dropped while it waits
     /// (cancelled, deadline passed) gives its place back and never hashes.
-    pub async fn slot(&self) -> Result<Slot, Error> {
+    pub(crate) async fn slot(&self) -> Result<Slot, Error> {
         let Some(place) = Place::take(&self.places_taken, self.places, &self.metrics) else {
             self.metrics.hash_rejected();
             return Err(Error::Overloaded);
@@ -123,7 +123,11 @@ impl Hasher {
         })
     }
 
-    pub async fn hash(&self, slot: Slot, password: &Password) -> Result<PasswordHash, Error> {
+    pub(crate) async fn hash(
+        &self,
+        slot: Slot,
+        password: &Password,
+    ) -> Result<PasswordHash, Error> {
         let password = password.expose().to_owned();
         let cost = self.cost;
         slot.run(move || bcrypt::hash(password, cost).map(PasswordHash::from_stored))
@@ -133,7 +137,7 @@ impl Hasher {
     /// Checks `password` against `stored`, or against the dummy hash when
     /// there is no account, so both paths take one bcrypt verify at the
     /// dearest cost in use, or its measured time (see [`Pace`]).
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         slot: Slot,
         password: &Password,
@@ -177,7 +181,7 @@ fn dummy(cost: u32, tail: &str) -> String {
 }
 
 /// The right to run one hash now: a place in the stage and a core.
-pub struct Slot {
+pub(crate) struct Slot {
     // Held for their Drop: both are given back when the slot goes.
     _place: Place,
     _permit: OwnedSemaphorePermit,

@@ -35,9 +35,9 @@ const PLAINTEXT_PREFIX: &str = "-----BEGIN";
 /// Where the KEKs are. The previous one only decrypts: it is for moving
 /// rows to a new KEK (`authd keys rewrap`) and for serving meanwhile.
 #[derive(Debug, Clone, Default)]
-pub struct KekSettings {
-    pub file: Option<PathBuf>,
-    pub previous_file: Option<PathBuf>,
+pub(crate) struct KekSettings {
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) previous_file: Option<PathBuf>,
 }
 
 /// One key-encryption key. No `Debug`: the key never reaches a log.
@@ -98,13 +98,13 @@ fn associated_data(kek_id: &str, kid: &str) -> String {
 /// current one that seals and opens, and optionally a previous one that only
 /// opens.
 #[derive(Default)]
-pub struct Keks {
+pub(crate) struct Keks {
     current: Option<Kek>,
     previous: Option<Kek>,
 }
 
 impl Keks {
-    pub async fn load(settings: &KekSettings) -> anyhow::Result<Self> {
+    pub(crate) async fn load(settings: &KekSettings) -> anyhow::Result<Self> {
         let current = match &settings.file {
             Some(path) => Some(Kek::read(path, "AUTHD_KEY_ENCRYPTION_KEY_FILE").await?),
             None => None,
@@ -117,13 +117,13 @@ impl Keks {
     }
 
     /// The id of the KEK that seals, if any.
-    pub fn current_id(&self) -> Option<&str> {
+    pub(crate) fn current_id(&self) -> Option<&str> {
         self.current.as_ref().map(|kek| kek.id.as_str())
     }
 
     /// The form in which `pem` is stored for `kid`: sealed under the current
     /// KEK, or the PEM itself when there is none.
-    pub fn seal(&self, kid: &str, pem: &str) -> Result<String, Error> {
+    pub(crate) fn seal(&self, kid: &str, pem: &str) -> Result<String, Error> {
         let Some(kek) = &self.current else {
             return Ok(pem.to_owned());
         };
@@ -151,7 +151,7 @@ impl Keks {
     /// The PKCS#8 PEM of the key stored for `kid`, whichever KEK sealed it.
     /// Errors say which KEK a row needs and which this process has, never
     /// anything of the key.
-    pub fn open(&self, kid: &str, stored: &str) -> Result<SecretString, Error> {
+    pub(crate) fn open(&self, kid: &str, stored: &str) -> Result<SecretString, Error> {
         if stored.starts_with(PLAINTEXT_PREFIX) {
             return Ok(SecretString::from(stored.to_owned()));
         }
@@ -205,7 +205,7 @@ impl Keks {
     }
 
     /// Whether `stored` is sealed, rather than plaintext PEM.
-    pub fn is_sealed(stored: &str) -> bool {
+    pub(crate) fn is_sealed(stored: &str) -> bool {
         !stored.starts_with(PLAINTEXT_PREFIX)
     }
 

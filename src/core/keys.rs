@@ -21,18 +21,18 @@ use crate::{
 };
 
 #[derive(Debug, Clone)]
-pub struct KeySettings {
+pub(crate) struct KeySettings {
     /// A PEM key file; when set it is the only key and the database's keys
     /// are not used.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// How often each replica reloads keys from the database.
-    pub refresh: Duration,
+    pub(crate) refresh: Duration,
     /// Rotate automatically once the newest key is this old.
-    pub rotation_period: Option<Duration>,
+    pub(crate) rotation_period: Option<Duration>,
     /// The access token lifetime: how long a retired key keeps verifying.
-    pub token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     /// The key-encryption keys that seal keys stored in the database.
-    pub encryption: KekSettings,
+    pub(crate) encryption: KekSettings,
 }
 
 impl KeySettings {
@@ -48,7 +48,11 @@ impl KeySettings {
 /// The keyring to start with. Without a key file and with an empty table,
 /// this creates generation 1; replicas starting together each offer one and
 /// all adopt the one the database kept.
-pub async fn load(db: &Database, settings: &KeySettings, keks: &Keks) -> anyhow::Result<Keyring> {
+pub(crate) async fn load(
+    db: &Database,
+    settings: &KeySettings,
+    keks: &Keks,
+) -> anyhow::Result<Keyring> {
     if let Some(path) = &settings.file {
         let context = || format!("AUTHD_SIGNING_KEY_FILE {}", path.display());
         let pem = tokio::fs::read_to_string(path)
@@ -135,7 +139,11 @@ pub struct Rotated {
 
 /// Stores the next generation of key, to sign from after the publish delay.
 /// Two rotations racing for one generation store one key; the loser is told.
-pub async fn rotate(db: &Database, settings: &KeySettings, keks: &Keks) -> anyhow::Result<Rotated> {
+pub(crate) async fn rotate(
+    db: &Database,
+    settings: &KeySettings,
+    keks: &Keks,
+) -> anyhow::Result<Rotated> {
     anyhow::ensure!(
         settings.file.is_none(),
         "keys come from AUTHD_SIGNING_KEY_FILE; replace the file to change them"
@@ -177,7 +185,7 @@ pub struct Rewrapped {
 /// whichever configured KEK sealed it (or none, for plaintext rows): this
 /// encrypts existing plaintext keys and moves keys off a previous KEK. One
 /// transaction, so a crash leaves all rows as they were or all rewrapped.
-pub async fn rewrap(db: &Database, keks: &Keks) -> anyhow::Result<Rewrapped> {
+pub(crate) async fn rewrap(db: &Database, keks: &Keks) -> anyhow::Result<Rewrapped> {
     let kek_id = keks
         .current_id()
         .context("keys rewrap needs AUTHD_KEY_ENCRYPTION_KEY_FILE: the key to encrypt with")?
@@ -193,7 +201,12 @@ pub async fn rewrap(db: &Database, keks: &Keks) -> anyhow::Result<Rewrapped> {
 
 /// Reloads the keyring every refresh interval, rotating first when the
 /// newest key has reached the rotation period. Runs until aborted.
-pub async fn keep_fresh(db: Database, tokens: Arc<Tokens>, settings: KeySettings, keks: Keks) {
+pub(crate) async fn keep_fresh(
+    db: Database,
+    tokens: Arc<Tokens>,
+    settings: KeySettings,
+    keks: Keks,
+) {
     if settings.file.is_some() {
         return;
     }

@@ -8,10 +8,10 @@ use crate::domain::Error;
 
 const TOKEN_BYTES: usize = 32;
 
-pub struct RefreshToken(SecretBox<[u8; TOKEN_BYTES]>);
+pub(crate) struct RefreshToken(SecretBox<[u8; TOKEN_BYTES]>);
 
 impl RefreshToken {
-    pub fn generate() -> Result<Self, Error> {
+    pub(crate) fn generate() -> Result<Self, Error> {
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| Error::internal(e.to_string()))?;
         Ok(Self(SecretBox::new(Box::new(bytes))))
@@ -19,25 +19,25 @@ impl RefreshToken {
 
     /// Reads a token as a client presents it. Anything that cannot be one of
     /// ours is simply not found, like an unknown token.
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let bytes: [u8; TOKEN_BYTES] = URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()?;
         Some(Self(SecretBox::new(Box::new(bytes))))
     }
 
     /// The text handed to the client.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.0.expose_secret())
     }
 
     /// What the database stores and looks the token up by.
-    pub fn hash(&self) -> String {
+    pub(crate) fn hash(&self) -> String {
         URL_SAFE_NO_PAD.encode(Sha256::digest(self.0.expose_secret()))
     }
 
     /// Seals `successor` so that only a holder of `self` can open it: the
     /// pad is derived from this token, which is random, secret and spent
     /// once, so it is used as a key exactly once.
-    pub fn seal(&self, successor: &RefreshToken) -> String {
+    pub(crate) fn seal(&self, successor: &RefreshToken) -> String {
         let pad = self.pad();
         let sealed: Vec<u8> = successor
             .0
@@ -50,7 +50,7 @@ impl RefreshToken {
     }
 
     /// Opens what [`RefreshToken::seal`] sealed with this token.
-    pub fn unseal(&self, sealed: &str) -> Option<RefreshToken> {
+    pub(crate) fn unseal(&self, sealed: &str) -> Option<RefreshToken> {
         let sealed: [u8; TOKEN_BYTES] = URL_SAFE_NO_PAD.decode(sealed).ok()?.try_into().ok()?;
         let mut bytes = [0u8; TOKEN_BYTES];
         for ((out, byte), pad) in bytes.iter_mut().zip(sealed).zip(self.pad()) {

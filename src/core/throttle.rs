@@ -24,9 +24,9 @@ use crate::{domain::Email, domain::Error, infra::metrics::Metrics};
 
 /// `count` events per `per`, e.g. `60/min`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub per: Duration,
+pub(crate) struct Rate {
+    pub(crate) count: u32,
+    pub(crate) per: Duration,
 }
 
 impl FromStr for Rate {
@@ -59,10 +59,10 @@ impl fmt::Display for Rate {
 /// consecutive failures, the next attempt must wait `base`, doubling with
 /// every further failure up to `max`. Never a permanent lock.
 #[derive(Debug, Clone, Copy)]
-pub struct Lockout {
-    pub threshold: u32,
-    pub base: Duration,
-    pub max: Duration,
+pub(crate) struct Lockout {
+    pub(crate) threshold: u32,
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
 }
 
 impl Lockout {
@@ -80,25 +80,25 @@ impl Lockout {
 }
 
 #[derive(Debug, Clone)]
-pub struct LimitSettings {
-    pub login: Rate,
-    pub signup: Rate,
-    pub refresh: Rate,
-    pub introspect: Rate,
-    pub lockout: Lockout,
+pub(crate) struct LimitSettings {
+    pub(crate) login: Rate,
+    pub(crate) signup: Rate,
+    pub(crate) refresh: Rate,
+    pub(crate) introspect: Rate,
+    pub(crate) lockout: Lockout,
     /// A header set by a proxy in front of authd that names the client; only
     /// honoured when configured, since clients can send any header.
-    pub forwarded_header: Option<http::HeaderName>,
+    pub(crate) forwarded_header: Option<http::HeaderName>,
     /// IPv6 clients are counted by this many leading bits of their address
     /// (32 to 128), since one host is usually given a whole /64.
-    pub ipv6_prefix_length: u8,
-    pub redis_url: Option<SecretString>,
-    pub redis_prefix: String,
+    pub(crate) ipv6_prefix_length: u8,
+    pub(crate) redis_url: Option<SecretString>,
+    pub(crate) redis_prefix: String,
 }
 
 /// The rate-limited actions.
 #[derive(Debug, Clone, Copy)]
-pub enum Action {
+pub(crate) enum Action {
     Login,
     Signup,
     Refresh,
@@ -106,7 +106,7 @@ pub enum Action {
 }
 
 #[derive(Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     counters: Counters,
     settings: Arc<LimitSettings>,
     metrics: Metrics,
@@ -122,7 +122,7 @@ impl Limits {
     /// Connects to Redis when configured; fails if it cannot be reached, so
     /// a replica never starts with limits that silently differ. Refusals
     /// are counted in `metrics`.
-    pub async fn new(settings: LimitSettings, metrics: &Metrics) -> Result<Self, Error> {
+    pub(crate) async fn new(settings: LimitSettings, metrics: &Metrics) -> Result<Self, Error> {
         let counters = match &settings.redis_url {
             None => Counters::Memory(Arc::default()),
             Some(url) => {
@@ -147,7 +147,7 @@ impl Limits {
     }
 
     /// Counts one `action` for the client that sent `headers` from `peer`.
-    pub async fn check_client(
+    pub(crate) async fn check_client(
         &self,
         action: Action,
         headers: &http::HeaderMap,
@@ -179,7 +179,7 @@ impl Limits {
     /// Reserves one login attempt for `email`, counting it as a failure
     /// until [`Limits::login_succeeded`] clears the count. Reserving before
     /// the password check is what stops parallel guesses from all passing.
-    pub async fn begin_login(&self, email: &Email) -> Result<(), Error> {
+    pub(crate) async fn begin_login(&self, email: &Email) -> Result<(), Error> {
         let key = self.account_key(email);
         match self.counters.attempt(&key, self.settings.lockout).await {
             Ok(None) => Ok(()),
@@ -196,7 +196,7 @@ impl Limits {
     /// with a stolen token never lock the owner out of Login, nor out of
     /// changing the password from a session of their own. False when the
     /// session must stop guessing.
-    pub async fn begin_password_change(&self, session_id: Uuid) -> bool {
+    pub(crate) async fn begin_password_change(&self, session_id: Uuid) -> bool {
         let key = self.change_key(session_id);
         match self.counters.attempt(&key, self.settings.lockout).await {
             Ok(retry_after) => retry_after.is_none(),
@@ -207,14 +207,14 @@ impl Limits {
     /// Whether the session's wrong current passwords have reached the
     /// lockout threshold: checked after a wrong one, so that the guess that
     /// reaches it ends the session whenever it comes.
-    pub async fn password_change_exhausted(&self, session_id: Uuid) -> bool {
+    pub(crate) async fn password_change_exhausted(&self, session_id: Uuid) -> bool {
         match self.counters.failures(&self.change_key(session_id)).await {
             Ok(failures) => failures >= self.settings.lockout.threshold,
             Err(error) => fail_open(error).is_err(),
         }
     }
 
-    pub async fn password_change_succeeded(&self, session_id: Uuid) {
+    pub(crate) async fn password_change_succeeded(&self, session_id: Uuid) {
         if let Err(error) = self.counters.clear(&self.change_key(session_id)).await {
             tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
         }
@@ -222,22 +222,22 @@ impl Limits {
 
     /// A checked password was wrong, or the email unknown: the attempt
     /// stays counted, and the metrics see the failure.
-    pub fn login_failed(&self) {
+    pub(crate) fn login_failed(&self) {
         self.metrics.login_failed();
     }
 
     /// Refresh refused a token that is unknown, expired or of a revoked
     /// session; a flood of these is someone guessing or replaying.
-    pub fn refresh_token_invalid(&self) {
+    pub(crate) fn refresh_token_invalid(&self) {
         self.metrics.refresh_invalid();
     }
 
     /// Refresh was handed a token spent earlier, and revoked its session.
-    pub fn refresh_token_reused(&self) {
+    pub(crate) fn refresh_token_reused(&self) {
         self.metrics.refresh_reused();
     }
 
-    pub async fn login_succeeded(&self, email: &Email) {
+    pub(crate) async fn login_succeeded(&self, email: &Email) {
         if let Err(error) = self.counters.clear(&self.account_key(email)).await {
             tracing::warn!(%error, "rate limit store unavailable; failure count not cleared");
         }

@@ -7,13 +7,13 @@ type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// A rule a request field breaks, reported in a `google.rpc.BadRequest`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: &'static str,
-    pub description: Cow<'static, str>,
+pub(crate) struct FieldViolation {
+    pub(crate) field: &'static str,
+    pub(crate) description: Cow<'static, str>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// `INVALID_ARGUMENT`, with a `google.rpc.BadRequest` that names every bad
     /// field, so a client can fix them all in one round trip.
     #[error("invalid request fields: {0:?}")]
@@ -82,11 +82,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn internal(source: impl Into<Source>) -> Self {
+    pub(crate) fn internal(source: impl Into<Source>) -> Self {
         Self::Internal(source.into())
     }
 
-    pub fn unavailable(source: impl Into<Source>) -> Self {
+    pub(crate) fn unavailable(source: impl Into<Source>) -> Self {
         Self::Unavailable(source.into())
     }
 }

@@ -18,12 +18,12 @@ use uuid::Uuid;
 /// silently truncated into a weaker secret than the user chose.
 mod error;
 
-pub use error::{Error, FieldViolation};
+pub(crate) use error::{Error, FieldViolation};
 
-pub const PASSWORD_MAX_BYTES: usize = 72;
-pub const PASSWORD_MIN_CHARS: usize = 8;
-pub const EMAIL_MAX_BYTES: usize = 254;
-pub const USERNAME_MAX_CHARS: usize = 64;
+pub(crate) const PASSWORD_MAX_BYTES: usize = 72;
+pub(crate) const PASSWORD_MIN_CHARS: usize = 8;
+pub(crate) const EMAIL_MAX_BYTES: usize = 254;
+pub(crate) const USERNAME_MAX_CHARS: usize = 64;
 
 /// Characters no email or username may contain, in the spirit of PRECIS
 /// (RFC 8264 §9): every Default_Ignorable_Code_Point (invisible ones such as
@@ -73,13 +73,13 @@ fn domain_to_ascii(domain: &str) -> Option<String> {
 /// The key decides which addresses are one mailbox, and the unique index
 /// is on it: see [`comparison_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email {
+pub(crate) struct Email {
     address: String,
     key: String,
 }
 
 impl Email {
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, &'static str> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err("must not be empty");
@@ -135,12 +135,12 @@ impl Email {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.address
     }
 
     /// Equal for every spelling of one mailbox; see [`comparison_key`].
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 }
@@ -235,10 +235,10 @@ fn is_host_name(ascii: &str) -> bool {
 /// A display name: 1 to 64 characters once trimmed, nothing invisible
 /// (see [`is_forbidden`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Username(String);
+pub(crate) struct Username(String);
 
 impl Username {
-    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, &'static str> {
         let trimmed = raw.trim();
         let chars = trimmed.chars().count();
         if chars == 0 {
@@ -258,19 +258,19 @@ impl Username {
         Self(username)
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// A password exactly as the user typed it. Never trimmed, never truncated,
 /// never printed.
-pub struct Password(SecretString);
+pub(crate) struct Password(SecretString);
 
 impl Password {
     /// A new password must meet the length policy (`min_chars` code points,
     /// never below [`PASSWORD_MIN_CHARS`]) and be storable by bcrypt.
-    pub fn parse_new(raw: String, min_chars: usize) -> Result<Self, Cow<'static, str>> {
+    pub(crate) fn parse_new(raw: String, min_chars: usize) -> Result<Self, Cow<'static, str>> {
         let min_chars = min_chars.max(PASSWORD_MIN_CHARS);
         if raw.chars().count() < min_chars {
             return Err(format!("must be at least {min_chars} characters").into());
@@ -280,7 +280,7 @@ impl Password {
 
     /// A password offered at login only has to be one bcrypt can compare
     /// safely: the length policy may have grown since the account was made.
-    pub fn parse_existing(raw: String) -> Result<Self, &'static str> {
+    pub(crate) fn parse_existing(raw: String) -> Result<Self, &'static str> {
         if raw.is_empty() {
             return Err("must not be empty");
         }
@@ -293,7 +293,7 @@ impl Password {
         Ok(Self(SecretString::from(raw)))
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         self.0.expose_secret()
     }
 }
@@ -306,45 +306,45 @@ impl std::fmt::Debug for Password {
 
 /// A bcrypt hash in its modular-crypt text form, as stored.
 #[derive(Debug, Clone)]
-pub struct PasswordHash(String);
+pub(crate) struct PasswordHash(String);
 
 impl PasswordHash {
-    pub fn from_stored(hash: String) -> Self {
+    pub(crate) fn from_stored(hash: String) -> Self {
         Self(hash)
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The work factor the hash was made with.
-    pub fn cost(&self) -> Option<u32> {
+    pub(crate) fn cost(&self) -> Option<u32> {
         self.0.split('$').nth(2)?.parse().ok()
     }
 }
 
 /// A registered account, as the rest of authd sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: Uuid,
-    pub email: Email,
-    pub username: Username,
-    pub created_at: DateTime<Utc>,
+pub(crate) struct User {
+    pub(crate) id: Uuid,
+    pub(crate) email: Email,
+    pub(crate) username: Username,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 /// A validated signup.
 #[derive(Debug)]
-pub struct NewUser {
-    pub email: Email,
-    pub username: Username,
-    pub password: Password,
+pub(crate) struct NewUser {
+    pub(crate) email: Email,
+    pub(crate) username: Username,
+    pub(crate) password: Password,
 }
 
 /// The login credentials of a request.
 #[derive(Debug)]
-pub struct Credentials {
-    pub email: Email,
-    pub password: Password,
+pub(crate) struct Credentials {
+    pub(crate) email: Email,
+    pub(crate) password: Password,
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use prometheus_client::{
 };
 
 /// Where the admin listener serves the metrics; every other path is 404.
-pub const PATH: &str = "/metrics";
+pub(crate) const PATH: &str = "/metrics";
 
 /// What [`text::encode`] writes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -62,7 +62,7 @@ struct StateLabels {
 /// Handles on every series authd exports; cheap to clone, all clones count
 /// into the same registry.
 #[derive(Clone)]
-pub struct Metrics(Arc<Inner>);
+pub(crate) struct Metrics(Arc<Inner>);
 
 struct Inner {
     registry: Registry,
@@ -97,7 +97,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh registry with every series at zero.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let calls = Family::<CallLabels, Counter>::default();
         let call_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let hash_queue_depth = Gauge::default();
@@ -251,7 +251,7 @@ impl Metrics {
     }
 
     /// The whole registry in the OpenMetrics text format.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut body = String::new();
         text::encode(&mut body, &self.0.registry)?;
         Ok(body)

@@ -30,23 +30,23 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
-pub struct TlsSettings {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct TlsSettings {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// With it, clients must present a certificate signed by this CA.
-    pub client_ca: Option<PathBuf>,
+    pub(crate) client_ca: Option<PathBuf>,
 }
 
 /// The current server configuration, swapped whole on reload.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     settings: TlsSettings,
     config: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
 impl Tls {
     /// Loads the certificates once, so a bad file stops startup.
-    pub fn load(settings: TlsSettings) -> anyhow::Result<Self> {
+    pub(crate) fn load(settings: TlsSettings) -> anyhow::Result<Self> {
         let config = server_config(&settings)?;
         Ok(Self {
             settings,
@@ -75,7 +75,7 @@ impl Tls {
 
     /// Reloads on SIGHUP and whenever a certificate file's modification time
     /// changes. Runs until aborted.
-    pub async fn watch(self) {
+    pub(crate) async fn watch(self) {
         let mut stamps = self.stamps();
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -121,7 +121,7 @@ impl Tls {
     /// certificates. A failed handshake (a plaintext client, a missing
     /// client certificate) or one not finished in time is logged and the
     /// connection dropped, so half-open connections cannot pile up.
-    pub fn handshake<IO>(
+    pub(crate) fn handshake<IO>(
         &self,
         tcp: IO,
         peer: Option<SocketAddr>,

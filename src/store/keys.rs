@@ -11,20 +11,20 @@ use crate::domain::Error;
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = signing_keys)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
-pub struct StoredKey {
-    pub kid: String,
-    pub private_key: String,
-    pub generation: i64,
-    pub created_at: NaiveDateTime,
-    pub activates_at: NaiveDateTime,
+pub(crate) struct StoredKey {
+    pub(crate) kid: String,
+    pub(crate) private_key: String,
+    pub(crate) generation: i64,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) activates_at: NaiveDateTime,
 }
 
 impl StoredKey {
-    pub fn created_at(&self) -> DateTime<Utc> {
+    pub(crate) fn created_at(&self) -> DateTime<Utc> {
         self.created_at.and_utc()
     }
 
-    pub fn activates_at(&self) -> DateTime<Utc> {
+    pub(crate) fn activates_at(&self) -> DateTime<Utc> {
         self.activates_at.and_utc()
     }
 }
@@ -32,7 +32,7 @@ impl StoredKey {
 impl Database {
     /// Every stored key, oldest generation first. The table holds one row per
     /// rotation, so reading it whole stays cheap.
-    pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
+    pub(crate) async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
         with_conn!(self, |conn| signing_keys::table
             .select(StoredKey::as_select())
             .order(signing_keys::generation.asc())
@@ -43,7 +43,7 @@ impl Database {
 
     /// Stores a key as `generation`. Returns false when another process
     /// already stored that generation: exactly one key per generation wins.
-    pub async fn insert_signing_key(
+    pub(crate) async fn insert_signing_key(
         &self,
         kid: &str,
         private_key: &str,
@@ -68,7 +68,7 @@ impl Database {
     /// Replaces every stored private key with `rewrap` of it, in one
     /// transaction: a failure or a crash leaves every row as it was. Returns
     /// how many rows were rewritten.
-    pub async fn rewrap_signing_keys(
+    pub(crate) async fn rewrap_signing_keys(
         &self,
         rewrap: impl Fn(&StoredKey) -> Result<String, Error> + Sync,
     ) -> Result<usize, Error> {

@@ -24,9 +24,9 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use keys::StoredKey;
-pub use sessions::{RefreshRecord, Revoke, Rotation};
-pub use users::{NewUserRecord, StoredPassword};
+pub(crate) use keys::StoredKey;
+pub(crate) use sessions::{RefreshRecord, Revoke, Rotation};
+pub(crate) use users::{NewUserRecord, StoredPassword};
 
 use secrecy::SecretString;
 
@@ -74,7 +74,7 @@ impl DatabaseUrl {
 
 /// A pool of connections to whichever backend is configured.
 #[derive(Clone)]
-pub enum Database {
+pub(crate) enum Database {
     Postgres(Pool<AsyncPgConnection>),
     Sqlite(Pool<SqliteAsync>),
 }
@@ -83,10 +83,10 @@ pub enum Database {
 /// one statement, before it is answered UNAVAILABLE; and how long startup
 /// keeps trying to reach the database.
 #[derive(Debug, Clone, Copy)]
-pub struct PoolSettings {
-    pub size: usize,
-    pub timeout: Duration,
-    pub startup_timeout: Duration,
+pub(crate) struct PoolSettings {
+    pub(crate) size: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) startup_timeout: Duration,
 }
 
 /// Runs the body with `$conn` bound to a pooled connection of the configured
@@ -115,7 +115,7 @@ impl Database {
     /// backoff for up to `startup_timeout` (a database that starts alongside
     /// authd may need a moment), so a wrong URL fails at startup rather than
     /// on the first call.
-    pub async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Self, Error> {
+    pub(crate) async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Self, Error> {
         let database = match url {
             DatabaseUrl::Postgres(url) => {
                 use secrecy::ExposeSecret;
@@ -157,7 +157,7 @@ impl Database {
 
     /// Applies pending migrations. On PostgreSQL an advisory lock makes
     /// replicas that start together take turns instead of racing.
-    pub async fn migrate(&self) -> Result<(), Error> {
+    pub(crate) async fn migrate(&self) -> Result<(), Error> {
         match self {
             Self::Postgres(pool) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
@@ -200,7 +200,7 @@ impl Database {
     }
 
     /// One round trip to the database: the health check.
-    pub async fn ping(&self) -> Result<(), Error> {
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
         with_conn!(self, |conn| diesel::sql_query("SELECT 1")
             .execute(conn)
             .await
@@ -209,7 +209,7 @@ impl Database {
     }
 
     /// How many connections the pool holds, lends and may open right now.
-    pub fn pool_status(&self) -> deadpool::Status {
+    pub(crate) fn pool_status(&self) -> deadpool::Status {
         match self {
             Self::Postgres(pool) => pool.status(),
             Self::Sqlite(pool) => pool.status(),

@@ -14,13 +14,13 @@ use super::{
 use crate::{domain::Error, domain::PasswordHash, domain::User};
 
 /// A refresh token to store: its hash and when it stops working.
-pub struct RefreshRecord<'a> {
-    pub token_hash: &'a str,
-    pub expires_at: DateTime<Utc>,
+pub(crate) struct RefreshRecord<'a> {
+    pub(crate) token_hash: &'a str,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 /// What presenting a refresh token did.
-pub enum Rotation {
+pub(crate) enum Rotation {
     /// The token was live and is now spent; its successor is stored.
     Rotated { session_id: Uuid, user_id: Uuid },
     /// The token was spent moments ago (within the grace interval) and its
@@ -58,7 +58,7 @@ impl Database {
     /// change in progress makes it wait and then re-check the version, and a
     /// change that starts later waits for this session to commit and then
     /// revokes it. On SQLite the write lock serializes the two.
-    pub async fn create_session(
+    pub(crate) async fn create_session(
         &self,
         user_id: Uuid,
         password_version: i64,
@@ -110,7 +110,7 @@ impl Database {
     /// The spend is a conditional update, so of two concurrent calls with one
     /// token exactly one rotates; the other sees the token spent and, inside
     /// the grace interval, replays the same successor.
-    pub async fn rotate_refresh_token(
+    pub(crate) async fn rotate_refresh_token(
         &self,
         presented_hash: &str,
         successor: RefreshRecord<'_>,
@@ -228,7 +228,7 @@ impl Database {
     }
 
     /// The user of a live session, with the password.
-    pub async fn session_user(
+    pub(crate) async fn session_user(
         &self,
         session_id: Uuid,
         user_id: Uuid,
@@ -248,7 +248,7 @@ impl Database {
     }
 
     /// Revokes one session, or every live session of a user.
-    pub async fn revoke_sessions(&self, scope: Revoke) -> Result<(), Error> {
+    pub(crate) async fn revoke_sessions(&self, scope: Revoke) -> Result<(), Error> {
         let now = Utc::now().naive_utc();
         with_conn!(self, |conn| {
             let live = sessions::table.filter(sessions::revoked_at.is_null());
@@ -278,7 +278,7 @@ impl Database {
     /// The user's row is updated first, so its lock is held while sessions
     /// are revoked: a login racing this either committed its session before
     /// (and it is revoked here) or re-checks the version after (and fails).
-    pub async fn change_password(
+    pub(crate) async fn change_password(
         &self,
         user_id: Uuid,
         verified_version: i64,
@@ -324,7 +324,7 @@ impl Database {
 }
 
 /// Which sessions [`Database::revoke_sessions`] ends.
-pub enum Revoke {
+pub(crate) enum Revoke {
     Session(Uuid),
     /// Every session of this user.
     User(Uuid),

@@ -36,9 +36,9 @@ pub(super) struct UserRow {
 /// bumps: writes that depend on a verified password name the version they
 /// verified and are refused once it is no longer current.
 #[derive(Debug, Clone)]
-pub struct StoredPassword {
-    pub hash: PasswordHash,
-    pub version: i64,
+pub(crate) struct StoredPassword {
+    pub(crate) hash: PasswordHash,
+    pub(crate) version: i64,
 }
 
 diesel::define_sql_function! {
@@ -64,17 +64,17 @@ impl UserRow {
 
 /// A user about to be stored, with the hash already computed so that no
 /// connection is held while bcrypt runs.
-pub struct NewUserRecord<'a> {
-    pub email: &'a Email,
-    pub username: &'a Username,
-    pub password_hash: &'a PasswordHash,
+pub(crate) struct NewUserRecord<'a> {
+    pub(crate) email: &'a Email,
+    pub(crate) username: &'a Username,
+    pub(crate) password_hash: &'a PasswordHash,
 }
 
 impl Database {
     /// Stores a new user. The unique index on the email's comparison key
     /// turns a concurrent duplicate into [`Error::EmailTaken`], never a
     /// second row.
-    pub async fn insert_user(&self, new: NewUserRecord<'_>) -> Result<User, Error> {
+    pub(crate) async fn insert_user(&self, new: NewUserRecord<'_>) -> Result<User, Error> {
         // PostgreSQL keeps microseconds; truncating here means the value the
         // caller sees is the value a later read returns.
         let now = Utc::now().naive_utc().trunc_subsecs(6);
@@ -101,7 +101,7 @@ impl Database {
         }
     }
 
-    pub async fn find_user_by_email(
+    pub(crate) async fn find_user_by_email(
         &self,
         email: &Email,
     ) -> Result<Option<(User, StoredPassword)>, Error> {
@@ -117,7 +117,7 @@ impl Database {
 
     /// Whether a user with this email exists: the cheap check that lets a
     /// duplicate signup be refused without spending a hash.
-    pub async fn email_taken(&self, email: &Email) -> Result<bool, Error> {
+    pub(crate) async fn email_taken(&self, email: &Email) -> Result<bool, Error> {
         with_conn!(self, |conn| diesel::select(diesel::dsl::exists(
             users::table.filter(users::email_key.eq(email.key()))
         ))
@@ -128,7 +128,7 @@ impl Database {
 
     /// The highest bcrypt cost among stored hashes (`$2b$12$…` keeps it in
     /// two zero-padded digits, so the text maximum is the numeric one).
-    pub async fn max_password_cost(&self) -> Result<Option<u32>, Error> {
+    pub(crate) async fn max_password_cost(&self) -> Result<Option<u32>, Error> {
         let cost: Option<String> = with_conn!(self, |conn| users::table
             .select(diesel::dsl::max(substr(users::password_hash, 5, 2)))
             .get_result(conn)
@@ -140,7 +140,7 @@ impl Database {
     /// Swaps a password hash for a rehash of the same password, unless the
     /// password changed in the meantime. The version stays: the password is
     /// the same, so logins that verified it must not fail.
-    pub async fn replace_password_hash(
+    pub(crate) async fn replace_password_hash(
         &self,
         user_id: Uuid,
         old: &PasswordHash,
@@ -162,7 +162,7 @@ impl Database {
 /// Users stored before the email comparison key existed whose addresses
 /// turned out to be one mailbox with another user's.
 #[derive(Debug, thiserror::Error)]
-pub struct EmailKeyConflicts(Vec<(String, String)>);
+pub(crate) struct EmailKeyConflicts(Vec<(String, String)>);
 
 impl std::fmt::Display for EmailKeyConflicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,7 +189,7 @@ impl std::fmt::Display for EmailKeyConflicts {
 
 /// Why the key backfill did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum BackfillError {
+pub(crate) enum BackfillError {
     #[error(transparent)]
     Conflicts(#[from] EmailKeyConflicts),
     #[error("cannot compute the email comparison keys of stored users")]
@@ -202,7 +202,7 @@ impl Database {
     /// already holds keeps none, and all of them are reported together:
     /// which of two accounts keeps a mailbox is the operator's decision.
     /// Idempotent, so replicas starting together may both run it.
-    pub async fn backfill_email_keys(&self) -> Result<(), BackfillError> {
+    pub(crate) async fn backfill_email_keys(&self) -> Result<(), BackfillError> {
         let mut conflicts = Vec::new();
         let mut after = String::new();
         loop {

@@ -1,6 +1,6 @@
 //! Test harness: the real server on 127.0.0.1:0, called through the generated
 //! client, on a fresh SQLite file or a fresh PostgreSQL database per test.
-#![allow(dead_code, unused_macros, unused_imports)] // each test binary uses a subset
+#![allow(dead_code, unused_macros, unused_imports, unreachable_pub)] // each test binary uses a subset
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
