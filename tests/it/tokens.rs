@@ -1,13 +1,12 @@
-mod common;
-
 use std::sync::Arc;
 
 use authd::token::KeyPair;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, write_key_file};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tonic::Code;
+
+use crate::support::{Backend, PASSWORD, TestApp, TestDb, backend_tests, write_key_file};
 
 backend_tests!(
     every_malformed_authorization_is_refused_alike,
