@@ -4,8 +4,6 @@
 //! time, on 127.0.0.1 only; authd's memory must stay bounded, fall back
 //! after the attacker leaves, and real calls must keep succeeding.
 
-mod common;
-
 use std::{
     sync::{
         Arc,
@@ -14,12 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Backend, PASSWORD, Process, TestApp, TestDb, sample, scrape};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     task::JoinSet,
 };
+
+use crate::support::{Backend, PASSWORD, Process, TestApp, TestDb, sample, scrape};
 
 const MIB: u64 = 1024 * 1024;
 /// The most resident memory authd may use under attack.
@@ -115,7 +114,7 @@ async fn settles(pid: u32, limit: u64, within: Duration) -> u64 {
 mod h2 {
     //! Just enough HTTP/2 to send what no well-behaved client would.
 
-    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     const HEADERS: u8 = 0x1;
     const SETTINGS: u8 = 0x4;
     const CONTINUATION: u8 = 0x9;
@@ -134,7 +133,7 @@ mod h2 {
     }
 
     /// The connection preface and an empty SETTINGS frame.
-    pub fn start() -> Vec<u8> {
+    pub(super) fn start() -> Vec<u8> {
         let mut bytes = PREFACE.to_vec();
         bytes.extend(frame(SETTINGS, 0, 0, &[]));
         bytes
@@ -150,7 +149,7 @@ mod h2 {
     /// A Login call's headers, with no body to follow, and `repeats`
     /// copies of a tiny header that each cost one byte on the wire (an
     /// index into HPACK's dynamic table) and 34 bytes decoded.
-    pub fn headers(stream: u32, repeats: usize) -> Vec<u8> {
+    pub(super) fn headers(stream: u32, repeats: usize) -> Vec<u8> {
         let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
         block.push(0x04); // :path, literal
         string(&mut block, "/auth.v1.AuthService/Login");

@@ -1,33 +1,32 @@
 //! gRPC-Web: a real gRPC-Web client from npm (Connect's transport, as a
 //! browser application uses it) against a live authd, and the CORS rules.
 
-mod common;
+use std::{path::PathBuf, process::Command, sync::Mutex};
 
-use std::{path::Path, process::Command, sync::Mutex};
-
-use common::{Backend, TestApp};
 use http_body_util::Empty;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+use crate::support::{self, Backend, TestApp};
 
 const ALLOWED: &str = "https://app.example.com";
 
 /// Installs the npm packages and generates the client code, once per run.
-fn prepare_web_client() -> &'static Path {
-    static READY: Mutex<bool> = Mutex::new(false);
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web"));
+fn prepare_web_client() -> PathBuf {
+    static READY: Mutex<Option<PathBuf>> = Mutex::new(None);
     let mut ready = READY
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !*ready {
-        common::node_modules(dir);
-        let generated = Command::new("npm")
-            .args(["run", "--silent", "generate"])
-            .current_dir(dir)
-            .status()
-            .expect("npm run generate");
-        assert!(generated.success(), "buf generate");
-        *ready = true;
+    if let Some(dir) = &*ready {
+        return dir.clone();
     }
+    let dir = support::npm_project("tests/web", &["buf.gen.yaml", "client.mjs"]);
+    let generated = Command::new("npm")
+        .args(["run", "--silent", "generate"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm run generate");
+    assert!(generated.success(), "buf generate");
+    *ready = Some(dir.clone());
     dir
 }
 

@@ -1,11 +1,10 @@
-mod common;
-
 use std::collections::BTreeMap;
 
 use authd::Application;
-use common::{Backend, PASSWORD, TestApp, backend_tests};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
+
+use crate::support::{self, Backend, PASSWORD, TestApp, backend_tests};
 
 backend_tests!(
     signup_returns_the_normalized_user,
@@ -325,7 +324,7 @@ async fn stored_emails_that_are_one_mailbox_stop_startup(backend: Backend) {
     ))
     .await;
 
-    let config = common::config(&db, &[]).expect("config");
+    let config = support::config(&db, &[]).expect("config");
     for outcome in [
         Application::build(&config).await.map(drop),
         authd::migrate(&config).await,

@@ -1,15 +1,14 @@
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use authd::{Application, api::proto::SignupRequest};
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::support::{self, Backend, PASSWORD, TestApp, TestDb, backend_tests};
 
 backend_tests!(
     reflection_lists_the_service_in_v1_and_v1alpha,
@@ -349,7 +348,7 @@ async fn shutdown_turns_health_not_serving_and_lets_calls_finish(backend: Backen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_stops_startup_without_leaking_the_password() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut config = common::config(&db, &["--db-startup-timeout", "1s"]).expect("config");
+    let mut config = support::config(&db, &["--db-startup-timeout", "1s"]).expect("config");
     config.database_url =
         authd::config::DatabaseUrl::parse("postgres://postgres:s3cret@127.0.0.1:1/authd")
             .expect("url");

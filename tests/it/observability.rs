@@ -1,7 +1,5 @@
 //! Metrics on the admin listener, and request ids on every call.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -13,16 +11,19 @@ use authd::{
     Application,
     api::proto::{self, GetMeRequest, SignupRequest},
 };
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, get, jwt_claims, sample, scrape};
 use tonic::{Code, Request, metadata::MetadataMap, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::support::{
+    self, Backend, PASSWORD, TestApp, TestDb, backend_tests, get, jwt_claims, sample, scrape,
+};
 
 /// An app with its admin listener on a free port, and that port.
 async fn spawn_with_metrics(backend: Backend, extra: &[&str]) -> (TestApp, SocketAddr) {
     let db = Arc::new(TestDb::new(backend).await);
     let mut args = vec!["--metrics-listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
-    let config = common::config(&db, &args).expect("test config");
+    let config = support::config(&db, &args).expect("test config");
     let app = Application::build(&config).await.expect("build app");
     let metrics = app.metrics_addr().expect("a metrics listener");
     (TestApp::serve(app, db), metrics)
@@ -91,7 +92,7 @@ async fn metrics_are_served_only_on_the_admin_listener_and_stop_with_the_app() {
     );
 
     let db = TestDb::new(Backend::Sqlite).await;
-    let config = common::config(&db, &[]).expect("test config");
+    let config = support::config(&db, &[]).expect("test config");
     let app = Application::build(&config).await.expect("build app");
     assert_eq!(app.metrics_addr(), None, "off unless configured");
 }
@@ -350,7 +351,8 @@ async fn refused_refresh_tokens_and_token_call_throttles_are_counted() {
     );
 }
 
-/// Warnings of every app in this test binary, as JSON lines.
+/// Warnings of every app in this test binary, as JSON lines: the subscriber
+/// is process-wide, so it records the other tests' warnings too.
 static WARNINGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 struct WarningSink;
@@ -392,11 +394,11 @@ async fn a_reused_refresh_token_is_logged_with_its_session_never_the_token() {
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
         .filter(|line: &serde_json::Value| {
             line["fields"]["message"] == "refresh token reused: session revoked"
+                && line["fields"]["session_id"] == session.as_str()
         })
         .collect();
     assert_eq!(reused.len(), 1, "{log}");
     assert_eq!(reused[0]["level"], "WARN");
-    assert_eq!(reused[0]["fields"]["session_id"], session.as_str());
     for secret in [&first.refresh_token, &second.refresh_token] {
         assert!(!log.contains(secret.as_str()), "a refresh token in the log");
     }

@@ -1,7 +1,5 @@
 //! Signing keys encrypted at rest under a key-encryption key (KEK) file.
 
-mod common;
-
 use std::{
     process::{Command, Output},
     sync::Arc,
@@ -9,7 +7,8 @@ use std::{
 
 use authd::Application;
 use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{Backend, TestApp, TestDb, backend_tests, jwt_kid};
+
+use crate::support::{self, Backend, TestApp, TestDb, backend_tests, jwt_kid};
 
 backend_tests!(
     stored_keys_are_encrypted_and_need_the_kek_to_start,
@@ -64,7 +63,7 @@ async fn rewrap(db: &TestDb, kek_args: &[&str], rows: usize) -> String {
 
 /// The startup error of an app on `db` with `extra` settings.
 async fn startup_error(db: &TestDb, extra: &[&str]) -> String {
-    let config = common::config(db, extra).expect("config");
+    let config = support::config(db, extra).expect("config");
     let error = Application::build(&config)
         .await
         .err()
@@ -152,7 +151,7 @@ async fn rewrap_encrypts_plaintext_keys_and_moves_them_to_a_new_kek(backend: Bac
     // One row the command can open and one it cannot: it rolls back whole.
     db.execute(&format!(
         "UPDATE signing_keys SET private_key = '{}' WHERE generation = 1",
-        common::write_key_file(&db).1
+        support::write_key_file(&db).1
     ))
     .await;
     let third = kek_file(&db, "third");

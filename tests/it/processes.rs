@@ -1,12 +1,11 @@
 //! Two `authd` processes on one PostgreSQL database, as operators run
 //! replicas: they must behave as one service.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Backend, PASSWORD, Process, TestDb};
 use tonic::Code;
+
+use crate::support::{Backend, PASSWORD, Process, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_postgres_behave_as_one_service() {

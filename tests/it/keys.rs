@@ -1,14 +1,13 @@
-mod common;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
 use authd::token::{self, JwkSet};
-use common::{Backend, PASSWORD, TestApp, backend_tests, jwt_kid};
 use serde_json::Value;
 use tonic::Code;
+
+use crate::support::{self, Backend, PASSWORD, TestApp, backend_tests, jwt_kid};
 
 backend_tests!(
     the_jwks_is_served_over_http1_and_http2,
@@ -280,7 +279,7 @@ async fn pyjwt_verifies_tokens_against_the_jwks(backend: Backend) {
     let new_token = wait_for_new_signing_key(&app, &jwt_kid(&old_token)).await;
 
     let python = tokio::task::spawn_blocking(|| {
-        common::venv("pyjwt-venv", "tests/python/requirements.txt").join("bin/python")
+        support::venv("pyjwt-venv", "tests/python/requirements.txt").join("bin/python")
     })
     .await
     .expect("venv");

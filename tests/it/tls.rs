@@ -1,14 +1,13 @@
 //! TLS and mutual TLS, with certificates made by the test, and reloading
 //! them without dropping live connections.
 
-mod common;
-
 use std::{path::Path, sync::Arc, time::Duration};
 
 use authd::api::proto::{GetMeRequest, auth_service_client::AuthServiceClient};
-use common::{Backend, PASSWORD, TestApp, TestDb};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::support::{self, Backend, PASSWORD, TestApp, TestDb};
 
 /// A certificate authority, and what it signs.
 struct Ca {
@@ -106,7 +105,7 @@ async fn round_trip(channel: Channel, email: &str) -> Result<(), tonic::Status> 
         })
         .await?
         .into_inner();
-    let request = common::authorized(GetMeRequest {}, &login.access_token);
+    let request = support::authorized(GetMeRequest {}, &login.access_token);
     let me = client
         .get_me(request)
         .await?
@@ -239,7 +238,7 @@ async fn services_verify_tokens_against_the_jwks_over_https() {
         .claims(&login.access_token)
         .await
         .expect("verifies");
-    let me = common::jwt_claims(&login.access_token);
+    let me = support::jwt_claims(&login.access_token);
     assert_eq!(me["sub"], claims.sub.as_str());
 
     let stranger = Ca::new();

@@ -1,13 +1,13 @@
-mod common;
-
 use std::sync::Arc;
 
-use authd::token::KeyPair;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, write_key_file};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tonic::Code;
+
+use crate::support::{
+    self, Backend, PASSWORD, TestApp, TestDb, backend_tests, write_key_file,
+};
 
 backend_tests!(
     every_malformed_authorization_is_refused_alike,
@@ -178,11 +178,11 @@ async fn every_forged_or_invalid_token_is_refused_alike(backend: Backend) {
         &EncodingKey::from_secret(forger.pem.as_bytes()),
     )
     .expect("hs256");
-    let other_key = KeyPair::generate().expect("key");
+    let other_key = support::new_signing_key_pem();
     let other_key_same_kid = jsonwebtoken::encode(
         &forger.header(),
         &forger.claims(),
-        &EncodingKey::from_ed_pem(other_key.pkcs8_pem().as_bytes()).expect("key"),
+        &EncodingKey::from_ed_pem(other_key.as_bytes()).expect("key"),
     )
     .expect("sign");
 

@@ -1,9 +1,8 @@
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests, jwt_claims};
 use tonic::Code;
+
+use crate::support::{Backend, PASSWORD, TestApp, TestDb, backend_tests, jwt_claims};
 
 backend_tests!(
     login_starts_a_session_that_refresh_continues,

@@ -1,14 +1,13 @@
 //! Overload: the hashing stage refuses what it cannot take at once, token
 //! calls stay served meanwhile, and client deadlines leave no half-done work.
 
-mod common;
-
 use std::time::Duration;
 
 use authd::api::proto::{LoginRequest, SignupRequest};
-use common::{Backend, PASSWORD, TestApp, backend_tests};
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
+
+use crate::support::{Backend, PASSWORD, TestApp, backend_tests};
 
 backend_tests!(
     a_login_flood_is_refused_fast_while_get_me_is_served,

@@ -1,10 +1,9 @@
 //! Runs the README's grpcurl walk-through against a live authd, so the
 //! documented commands cannot drift from what the service does.
-mod common;
 
 use std::{env, fs, process::Command};
 
-use common::{Backend, TestApp};
+use crate::support::{self, Backend, TestApp};
 
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 
@@ -75,7 +74,7 @@ async fn grpcurl_names_the_fields_an_invalid_request_breaks() {
 async fn grpcurl_path() -> std::ffi::OsString {
     let mut path = vec![
         tokio::task::spawn_blocking(|| {
-            common::venv("grpcurl-venv", "tests/walkthrough-requirements.txt").join("bin")
+            support::venv("grpcurl-venv", "tests/walkthrough-requirements.txt").join("bin")
         })
         .await
         .expect("venv"),

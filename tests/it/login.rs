@@ -1,9 +1,8 @@
-mod common;
-
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Backend, PASSWORD, TestApp, backend_tests};
 use serde_json::Value;
 use tonic::Code;
+
+use crate::support::{Backend, PASSWORD, TestApp, backend_tests};
 
 backend_tests!(
     login_issues_a_bearer_token,

@@ -1,14 +1,13 @@
 //! Abuse resistance: account throttling and client rate limits, with the
 //! counters in memory and in Redis.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use authd::api::proto::{IntrospectTokenRequest, LoginRequest, RefreshRequest, SignupRequest};
-use common::{Backend, PASSWORD, TestApp, TestDb};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
+
+use crate::support::{Backend, PASSWORD, TestApp, TestDb};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 

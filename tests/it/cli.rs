@@ -1,10 +1,8 @@
 //! The `authd` binary as an operator runs it.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::{Backend, TestDb};
+use crate::support::{Backend, TestDb};
 
 fn authd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_authd"))

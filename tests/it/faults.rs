@@ -2,8 +2,6 @@
 //! and stops itself (never the shared one): startup before the database is
 //! up, the database lost and regained under load, and an exhausted pool.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     net::TcpListener,
@@ -17,13 +15,14 @@ use std::{
 };
 
 use authd::Application;
-use common::{Backend, PASSWORD, TestApp, TestDb};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tempfile::TempDir;
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+
+use crate::support::{self, Backend, PASSWORD, TestApp, TestDb};
 
 /// A throwaway PostgreSQL cluster on a free port. PostgreSQL refuses to run
 /// as root, so as root it runs as the `postgres` user.
@@ -125,7 +124,7 @@ impl Drop for PrivatePostgres {
 fn fault_config(url: &str, db: &TestDb, extra: &[&str]) -> authd::config::Config {
     let mut args = vec!["--database-url", url, "--db-timeout", "2s"];
     args.extend_from_slice(extra);
-    common::config(db, &args).expect("config")
+    support::config(db, &args).expect("config")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,16 +2,15 @@
 //! overlap, duplicate signups, timing across bcrypt costs, guessing with a
 //! stolen token.
 
-mod common;
-
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use authd::{Application, api::proto::SignupRequest};
-use common::{Backend, PASSWORD, TestApp, TestDb, backend_tests};
 use tonic::Code;
+
+use crate::support::{self, Backend, PASSWORD, TestApp, TestDb, backend_tests};
 
 backend_tests!(
     no_session_outlives_the_password_it_logged_in_with,
@@ -39,7 +38,7 @@ async fn no_session_outlives_the_password_it_logged_in_with(backend: Backend) {
             async move {
                 let mut client = app_client;
                 client
-                    .change_password(common::authorized(
+                    .change_password(support::authorized(
                         authd::api::proto::ChangePasswordRequest {
                             current_password: PASSWORD.into(),
                             new_password: "a brand new passphrase".into(),
@@ -129,7 +128,7 @@ async fn of_parallel_password_changes_exactly_one_applies(backend: Backend) {
 /// queued for a hash and most were refused as "server busy".
 async fn duplicate_signups_spend_no_hash(backend: Backend) {
     let db = Arc::new(TestDb::new(backend).await);
-    let config = common::config(
+    let config = support::config(
         &db,
         &["--hash-queue", "1", "--metrics-listen", "127.0.0.1:0"],
     )

@@ -1,13 +1,9 @@
 //! The Python and Node examples run against a live authd, so the clients the
 //! documentation points to keep working as the service changes.
-mod common;
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+use std::process::{Command, Output};
 
-use common::{Backend, PASSWORD, TestApp};
+use crate::support::{self, Backend, PASSWORD, TestApp};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 
@@ -15,7 +11,7 @@ const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 async fn the_python_example_runs_against_authd() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let python = tokio::task::spawn_blocking(|| {
-        common::venv("python-example-venv", "examples/python/requirements.txt").join("bin/python")
+        support::venv("python-example-venv", "examples/python/requirements.txt").join("bin/python")
     })
     .await
     .expect("venv");
@@ -35,10 +31,9 @@ async fn the_python_example_runs_against_authd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_example_runs_against_authd() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let dir = Path::new(EXAMPLES).join("node");
     let addr = app.addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        common::node_modules(&dir);
+        let dir = support::npm_project("examples/node", &["client.js"]);
         Command::new("node")
             .arg("client.js")
             .current_dir(&dir)

@@ -1,0 +1,30 @@
+//! The integration tests, one binary: the real server through the generated
+//! client, one module per capability, most tests on SQLite and PostgreSQL.
+//! One binary links once instead of once per file; run one capability with
+//! `cargo test --test it signup::`.
+#![allow(
+    clippy::expect_used,
+    reason = "a test's expect is its assertion, helpers included"
+)]
+
+mod support;
+
+mod cli;
+mod clients;
+mod credentials;
+mod faults;
+mod grpc_web;
+mod hostile;
+mod key_encryption;
+mod keys;
+mod limits;
+mod login;
+mod observability;
+mod overload;
+mod processes;
+mod server;
+mod sessions;
+mod signup;
+mod tls;
+mod tokens;
+mod walkthrough;

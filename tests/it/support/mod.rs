@@ -1,0 +1,49 @@
+//! Test harness: the real server on 127.0.0.1:0, called through the generated
+//! client, on a fresh SQLite file or a fresh PostgreSQL database per test.
+
+mod app;
+mod db;
+mod http;
+mod jwt;
+mod process;
+mod tools;
+
+pub(crate) use self::{
+    app::{TestApp, authorized, config},
+    db::TestDb,
+    http::{get, sample, scrape},
+    jwt::{jwt_claims, jwt_kid, new_signing_key_pem, write_key_file},
+    process::Process,
+    tools::{npm_project, venv},
+};
+
+pub(crate) const PASSWORD: &str = "correct horse battery";
+
+/// Runs each named `async fn(Backend)` once on SQLite and once on PostgreSQL.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use backend_tests;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
