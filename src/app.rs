@@ -7,7 +7,11 @@ use anyhow::Context;
 use futures_util::future::BoxFuture;
 use tokio::net::TcpListener;
 use tonic::{service::Routes, transport::Server};
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+};
 use tower::ServiceBuilder;
 
 use crate::{
@@ -157,47 +161,14 @@ impl Application {
             self.keks,
         ));
 
-        let mut routes = Routes::builder();
-        routes
-            .add_service(health.max_decoding_message_size(MAX_REQUEST_BYTES))
-            .add_service(
-                ServiceBuilder::new()
-                    // Only AuthService speaks gRPC-Web: tonic-web refuses other
-                    // HTTP/1.1 requests, which would include the JWKS.
-                    .layer(tonic_web::GrpcWebLayer::new())
-                    .layer(BearerAuthLayer::new(Arc::clone(&self.tokens)))
-                    .service(
-                        AuthServiceServer::new(self.api)
-                            .max_decoding_message_size(MAX_REQUEST_BYTES),
-                    ),
-            );
-        if self.reflection {
-            let builder = || {
-                tonic_reflection::server::Builder::configure()
-                    .register_encoded_file_descriptor_set(crate::api::proto::FILE_DESCRIPTOR_SET)
-                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                    // The error details authd sends (BadRequest, RetryInfo),
-                    // so grpcurl shows them by field name.
-                    .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-            };
-            routes
-                .add_service(
-                    builder()
-                        .build_v1()?
-                        .max_decoding_message_size(MAX_REQUEST_BYTES),
-                )
-                .add_service(
-                    builder()
-                        .build_v1alpha()?
-                        .max_decoding_message_size(MAX_REQUEST_BYTES),
-                );
-        }
-        let routes = well_known::add_to(
-            routes.routes().into_axum_router(),
+        let routes = routes(
+            health,
+            self.api,
             self.tokens,
+            self.reflection,
             jwks_max_age,
             self.jwks_uri,
-        );
+        )?;
 
         let tls_watcher = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         let (began_stopping, stopping_began) = tokio::sync::oneshot::channel();
@@ -271,6 +242,58 @@ impl Application {
         }
         served
     }
+}
+
+/// Every service on the port: health, AuthService (behind gRPC-Web
+/// translation and the bearer gate), reflection when enabled, and the
+/// well-known documents.
+fn routes(
+    health: HealthServer<impl Health>,
+    api: AuthApi,
+    tokens: Arc<Tokens>,
+    reflection: bool,
+    jwks_max_age: Duration,
+    jwks_uri: Option<String>,
+) -> anyhow::Result<axum::Router> {
+    let mut routes = Routes::builder();
+    routes
+        .add_service(health.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(
+            ServiceBuilder::new()
+                // Only AuthService speaks gRPC-Web: tonic-web refuses other
+                // HTTP/1.1 requests, which would include the JWKS.
+                .layer(tonic_web::GrpcWebLayer::new())
+                .layer(BearerAuthLayer::new(Arc::clone(&tokens)))
+                .service(AuthServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES)),
+        );
+    if reflection {
+        let builder = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::api::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // The error details authd sends (BadRequest, RetryInfo),
+                // so grpcurl shows them by field name.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes
+            .add_service(
+                builder()
+                    .build_v1()?
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(
+                builder()
+                    .build_v1alpha()?
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            );
+    }
+    let routes = well_known::add_to(
+        routes.routes().into_axum_router(),
+        tokens,
+        jwks_max_age,
+        jwks_uri,
+    );
+    Ok(routes)
 }
 
 /// Binds the admin listener, if one is configured.

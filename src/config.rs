@@ -16,10 +16,8 @@ use crate::{
     core::throttle::{LimitSettings, Lockout, Rate},
     domain::PASSWORD_MAX_BYTES,
     infra::{telemetry::LogFormat, tls::TlsSettings},
-    store::PoolSettings,
+    store::{DatabaseUrl, PoolSettings},
 };
-
-pub use crate::store::DatabaseUrl;
 
 // No Debug: Settings hold DATABASE_URL and AUTHD_REDIS_URL, passwords
 // included, as plain strings until Config wraps them as secrets.

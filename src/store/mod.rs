@@ -43,7 +43,7 @@ type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
 /// Where the data lives. The PostgreSQL URL may hold a password, so it is a
 /// secret and never printed.
 #[derive(Debug, Clone)]
-pub enum DatabaseUrl {
+pub(crate) enum DatabaseUrl {
     Postgres(SecretString),
     Sqlite(PathBuf),
 }
@@ -51,7 +51,7 @@ pub enum DatabaseUrl {
 impl DatabaseUrl {
     /// Parses `DATABASE_URL`. Errors never repeat the value, which may carry
     /// a password.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub(crate) fn parse(url: &str) -> Result<Self, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(SecretString::from(url.to_owned())));
         }

@@ -45,6 +45,38 @@ enum Outcome {
     Rejected,
 }
 
+/// What the transaction reads of a presented token: its session, the
+/// session's owner and revocation, and the token's own rotation.
+type Presented = (
+    String,
+    String,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+    Option<String>,
+    Option<String>,
+);
+
+impl Outcome {
+    /// Parses the ids the transaction read.
+    fn into_rotation(self) -> Result<Rotation, Error> {
+        Ok(match self {
+            Self::Rotated(session_id, user_id) => Rotation::Rotated {
+                session_id: uuid(&session_id)?,
+                user_id: uuid(&user_id)?,
+            },
+            Self::Replayed(session_id, user_id, successor_sealed) => Rotation::Replayed {
+                session_id: uuid(&session_id)?,
+                user_id: uuid(&user_id)?,
+                successor_sealed,
+            },
+            Self::Reused(session_id) => Rotation::Reused {
+                session_id: uuid(&session_id)?,
+            },
+            Self::Rejected => Rotation::Rejected,
+        })
+    }
+}
+
 fn uuid(text: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(text).map_err(Error::internal)
 }
@@ -146,14 +178,7 @@ impl Database {
                         refresh_tokens::successor_hash,
                         refresh_tokens::successor_sealed,
                     ))
-                    .first::<(
-                        String,
-                        String,
-                        Option<NaiveDateTime>,
-                        Option<NaiveDateTime>,
-                        Option<String>,
-                        Option<String>,
-                    )>(conn)
+                    .first::<Presented>(conn)
                     .await
                     .optional()?;
                 let Some((session_id, user_id, revoked_at, rotated_at, next_hash, sealed)) = found
@@ -210,21 +235,7 @@ impl Database {
             })
             .await
             .map_err(query_error))?;
-        Ok(match outcome {
-            Outcome::Rotated(session_id, user_id) => Rotation::Rotated {
-                session_id: uuid(&session_id)?,
-                user_id: uuid(&user_id)?,
-            },
-            Outcome::Replayed(session_id, user_id, successor_sealed) => Rotation::Replayed {
-                session_id: uuid(&session_id)?,
-                user_id: uuid(&user_id)?,
-                successor_sealed,
-            },
-            Outcome::Reused(session_id) => Rotation::Reused {
-                session_id: uuid(&session_id)?,
-            },
-            Outcome::Rejected => Rotation::Rejected,
-        })
+        outcome.into_rotation()
     }
 
     /// The user of a live session, with the password.

@@ -9,6 +9,8 @@
 
 mod support;
 
+mod architecture;
+
 mod cli;
 mod clients;
 mod credentials;

@@ -348,10 +348,12 @@ async fn shutdown_turns_health_not_serving_and_lets_calls_finish(backend: Backen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_stops_startup_without_leaking_the_password() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut config = support::config(&db, &["--db-startup-timeout", "1s"]).expect("config");
-    config.database_url =
-        authd::config::DatabaseUrl::parse("postgres://postgres:s3cret@127.0.0.1:1/authd")
-            .expect("url");
+    let unreachable = "postgres://postgres:s3cret@127.0.0.1:1/authd";
+    let config = support::config(
+        &db,
+        &["--db-startup-timeout", "1s", "--database-url", unreachable],
+    )
+    .expect("config");
     let error = Application::build(&config)
         .await
         .err()

@@ -5,9 +5,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::support::{
-    self, Backend, PASSWORD, TestApp, TestDb, backend_tests, write_key_file,
-};
+use crate::support::{self, Backend, PASSWORD, TestApp, TestDb, backend_tests, write_key_file};
 
 backend_tests!(
     every_malformed_authorization_is_refused_alike,
