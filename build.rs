@@ -1,5 +1,5 @@
-//! Compiles the public proto contract, and the example backend's, with the
-//! pure-Rust `protox`, so building authd never needs a system `protoc`.
+//! Compiles the public proto contract with the pure-Rust `protox`, so
+//! building authd never needs a system `protoc`.
 
 use std::{env, fs, path::PathBuf};
 
@@ -29,11 +29,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "auth.v1.IntrospectTokenRequest",
         ])
         .compile_fds(fds)?;
-
-    // Generated next to authd's code but included only by examples/backend.rs.
-    println!("cargo:rerun-if-changed=examples/proto");
-    let greeter = protox::compile(["greeter/v1/greeter.proto"], ["examples/proto"])?;
-    tonic_prost_build::configure().compile_fds(greeter)?;
     Ok(())
 }
 

@@ -99,7 +99,12 @@ pub const INVALID_CREDENTIALS: &str = "invalid email or password";
 /// What an overloaded hashing stage suggests: about the time a short queue
 /// takes to drain.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
-pub const INVALID_TOKEN: &str = "missing or invalid access token";
+
+impl From<authd_verify::InvalidToken> for Error {
+    fn from(_: authd_verify::InvalidToken) -> Self {
+        Error::InvalidToken
+    }
+}
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
@@ -122,7 +127,7 @@ impl From<Error> for Status {
             }
             Error::EmailTaken => Status::already_exists("a user with this email already exists"),
             Error::InvalidCredentials => Status::unauthenticated(INVALID_CREDENTIALS),
-            Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
+            Error::InvalidToken => Status::unauthenticated(authd_verify::INVALID_TOKEN),
             Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
             Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
             Error::GuessingSessionEnded => Status::unauthenticated(

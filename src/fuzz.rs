@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use authd_verify::bearer_token;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use proptest::prelude::*;
@@ -14,7 +15,6 @@ use crate::{
     domain::{EMAIL_MAX_BYTES, Email, Password, Username},
     session::RefreshToken,
     token::{KeyPair, Keyring, Tokens},
-    verify::bearer_token,
 };
 
 fn tokens() -> Tokens {

@@ -10,6 +10,7 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use authd_verify::LEEWAY;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
@@ -17,7 +18,7 @@ use crate::{
     Error,
     kek::{KekSettings, Keks},
     store::{Database, StoredKey},
-    token::{KeyPair, Keyring, LEEWAY, Tokens},
+    token::{KeyPair, Keyring, Tokens},
 };
 
 #[derive(Debug, Clone)]
@@ -254,7 +255,12 @@ mod tests {
             keyring_from(keys, now, Duration::from_secs(900), &Keks::default()).expect("keyring");
         let signing = keyring.signing_kid().to_owned();
         let tokens = Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60));
-        let kids = tokens.jwks().keys.into_iter().map(|key| key.kid).collect();
+        let kids = tokens
+            .jwks()
+            .keys
+            .into_iter()
+            .filter_map(|key| key.common.key_id)
+            .collect();
         (signing, kids)
     }
 

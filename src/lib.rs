@@ -21,7 +21,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
-pub mod verify;
 
 use std::{future::Future, net::SocketAddr, num::NonZero, sync::Arc, time::Duration};
 

@@ -6,6 +6,7 @@ mod signups;
 
 use std::{sync::Arc, time::Duration};
 
+use authd_verify::Claims;
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ use crate::{
     password::{Hasher, PasswordHash},
     session::RefreshToken,
     store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
-    token::{AccessToken, Claims, Tokens},
+    token::{AccessToken, Tokens},
 };
 use signups::SignupLine;
 

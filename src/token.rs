@@ -4,63 +4,28 @@
 //! request path before any handler or database is involved.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use authd_verify::{
+    Claims, JwkSet, Keys, TOKEN_TYPE, decoding_keys, ed25519_jwk, validation, verify_with,
+};
 use chrono::Utc;
 use ed25519_dalek::{
     SigningKey,
     pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding},
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, jwk::Jwk};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::Error;
 
-pub const TOKEN_TYPE: &str = "at+jwt";
-/// Clock skew tolerated between the replica that signed and the one that
-/// verifies. Small on purpose: every second here extends a token's life.
-pub const LEEWAY: Duration = Duration::from_secs(10);
-/// Our tokens are a few hundred bytes; anything far larger is not ours and is
-/// refused before it is base64-decoded or parsed.
-const MAX_TOKEN_BYTES: usize = 4096;
-
-/// The claims of an access token. Deliberately no email or other personal
-/// data: tokens are readable by anyone who holds them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    pub iss: String,
-    pub sub: String,
-    pub aud: String,
-    pub exp: i64,
-    pub iat: i64,
-    pub nbf: i64,
-    pub jti: String,
-    /// The session the token belongs to; revoking it ends the token at authd.
-    pub sid: String,
-}
-
-impl Claims {
-    /// The user the token was issued to.
-    pub fn user_id(&self) -> Result<Uuid, Error> {
-        Uuid::parse_str(&self.sub).map_err(|_| Error::InvalidToken)
-    }
-
-    pub fn session_id(&self) -> Result<Uuid, Error> {
-        Uuid::parse_str(&self.sid).map_err(|_| Error::InvalidToken)
-    }
-}
-
 /// An Ed25519 key pair, identified by its RFC 7638 JWK thumbprint.
 pub struct KeyPair {
     kid: String,
-    x: String,
+    jwk: Jwk,
     pkcs8_pem: SecretString,
     encoding: EncodingKey,
 }
@@ -80,12 +45,17 @@ impl KeyPair {
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, Error> {
         let signing = SigningKey::from_pkcs8_pem(pem)
             .map_err(|_| Error::internal("not a PKCS#8 PEM Ed25519 private key"))?;
-        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
             .map_err(|_| Error::internal("not a PKCS#8 PEM Ed25519 private key"))?;
+        let jwk = ed25519_jwk(signing.verifying_key().as_bytes()).map_err(Error::internal)?;
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| Error::internal("a JWK without a kid"))?;
         Ok(Self {
-            kid: thumbprint(&x),
-            x,
+            kid,
+            jwk,
             pkcs8_pem: SecretString::from(pem.to_owned()),
             encoding,
         })
@@ -101,118 +71,8 @@ impl KeyPair {
 
     /// The public half, as published in the JWKS.
     pub fn public_jwk(&self) -> Jwk {
-        Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            alg: "EdDSA".into(),
-            usage: "sig".into(),
-            kid: self.kid.clone(),
-            x: self.x.clone(),
-        }
+        self.jwk.clone()
     }
-}
-
-/// A public key in JSON Web Key form (RFC 8037 for Ed25519).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    pub alg: String,
-    #[serde(rename = "use")]
-    pub usage: String,
-    pub kid: String,
-    pub x: String,
-}
-
-/// A JSON Web Key Set, the body of `/.well-known/jwks.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct JwkSet {
-    pub keys: Vec<Jwk>,
-}
-
-impl JwkSet {
-    /// The Ed25519 signing keys of the set, by `kid`. Keys of other types or
-    /// uses are skipped rather than trusted.
-    pub fn decoding_keys(&self) -> HashMap<String, DecodingKey> {
-        self.keys
-            .iter()
-            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519" && k.usage == "sig")
-            .filter_map(|k| Some((k.kid.clone(), DecodingKey::from_ed_components(&k.x).ok()?)))
-            .collect()
-    }
-}
-
-/// The checks every authd access token must pass, wherever it is verified.
-pub fn validation(issuer: &str, audience: &str) -> Validation {
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.leeway = LEEWAY.as_secs();
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    validation.set_issuer(&[issuer]);
-    validation.set_audience(&[audience]);
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    validation
-}
-
-/// Checks signature, algorithm, type, key id, issuer, audience and time
-/// window against `keys`. Every failure is the same [`Error::InvalidToken`]:
-/// which check failed is no business of the presenter.
-pub fn verify_with(
-    token: &str,
-    keys: &HashMap<String, DecodingKey>,
-    validation: &Validation,
-) -> Result<Claims, Error> {
-    let header = parse_header(token)?;
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|kid| keys.get(kid))
-        .ok_or(Error::InvalidToken)?;
-    jsonwebtoken::decode::<Claims>(token, key, validation)
-        .map(|data| data.claims)
-        .map_err(|_| Error::InvalidToken)
-}
-
-/// The header of a token that could be ours: small enough, EdDSA, `at+jwt`,
-/// and no `crit`. RFC 7515 4.1.11 requires rejecting a token whose `crit`
-/// names an extension the recipient does not understand; we understand
-/// none. jsonwebtoken parses `crit` but never enforces it, and reads
-/// `"crit": null` as absent, so the header's JSON is inspected here, before
-/// it becomes a `Header`.
-pub fn parse_header(token: &str) -> Result<Header, Error> {
-    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-        return Err(Error::InvalidToken);
-    }
-    let mut parts = token.split('.');
-    let (Some(encoded), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Error::InvalidToken);
-    };
-    let json = URL_SAFE_NO_PAD
-        .decode(encoded)
-        .map_err(|_| Error::InvalidToken)?;
-    let fields: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&json).map_err(|_| Error::InvalidToken)?;
-    if fields.contains_key("crit") {
-        return Err(Error::InvalidToken);
-    }
-    let header: Header = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|_| Error::InvalidToken)?;
-    let typ_ok = header.typ.as_deref().is_some_and(|typ| {
-        typ.eq_ignore_ascii_case(TOKEN_TYPE) || typ.eq_ignore_ascii_case("application/at+jwt")
-    });
-    if header.alg != Algorithm::EdDSA || !typ_ok {
-        return Err(Error::InvalidToken);
-    }
-    Ok(header)
-}
-
-/// RFC 7638 thumbprint of an Ed25519 public key: stable, derived from the key
-/// itself, so the same key file gives the same `kid` on every replica.
-fn thumbprint(x: &str) -> String {
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// A freshly signed access token.
@@ -225,7 +85,7 @@ pub struct AccessToken {
 /// key whose tokens may still be live or that is about to take over.
 pub struct Keyring {
     signing: KeyPair,
-    verifying: HashMap<String, DecodingKey>,
+    verifying: Keys,
     published: JwkSet,
 }
 
@@ -238,7 +98,7 @@ impl Keyring {
                 .map(KeyPair::public_jwk)
                 .collect(),
         };
-        let verifying = published.decoding_keys();
+        let verifying = decoding_keys(&published);
         if verifying.len() != published.keys.len() {
             return Err(Error::internal(
                 "a stored signing key has no usable public key",
@@ -315,7 +175,11 @@ impl Tokens {
 
     /// Verifies a token against the current keyring; see [`verify_with`].
     pub fn verify(&self, token: &str) -> Result<Claims, Error> {
-        verify_with(token, &self.keyring().verifying, &self.validation)
+        Ok(verify_with(
+            token,
+            &self.keyring().verifying,
+            &self.validation,
+        )?)
     }
 
     /// The public keys to publish.
@@ -326,7 +190,33 @@ impl Tokens {
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
     use super::*;
+
+    /// The key ids published before jsonwebtoken computed them: RFC 8037
+    /// A.3's thumbprint of its example key.
+    #[test]
+    fn the_kid_is_the_rfc_7638_thumbprint() {
+        let seed = URL_SAFE_NO_PAD
+            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+            .expect("base64");
+        let seed: [u8; 32] = seed.try_into().expect("32 bytes");
+        let pem = SigningKey::from_bytes(&seed)
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem");
+        let key = KeyPair::from_pkcs8_pem(&pem).expect("key");
+        assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        let jwk = serde_json::to_value(key.public_jwk()).expect("json");
+        assert_eq!(
+            jwk,
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                "kid": "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k",
+                "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+            })
+        );
+    }
 
     fn tokens() -> Tokens {
         let keyring = Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring");
@@ -350,61 +240,6 @@ mod tests {
         let again = KeyPair::from_pkcs8_pem(key.pkcs8_pem()).expect("parse");
         assert_eq!(key.kid(), again.kid());
         assert_eq!(key.kid().len(), 43);
-    }
-
-    /// A token signed by `key` whose header is `header`, as a forger with
-    /// the real key would make it.
-    fn signed_with_header(key: &KeyPair, header: &serde_json::Value) -> String {
-        let now = Utc::now().timestamp();
-        let claims = serde_json::json!({
-            "iss": "iss", "sub": Uuid::now_v7().to_string(), "aud": "aud",
-            "exp": now + 60, "iat": now, "nbf": now,
-            "jti": "j", "sid": Uuid::now_v7().to_string(),
-        });
-        let message = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature =
-            jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, Algorithm::EdDSA)
-                .expect("sign");
-        format!("{message}.{signature}")
-    }
-
-    #[test]
-    fn a_crit_header_parameter_of_any_value_is_rejected() {
-        let key = KeyPair::generate().expect("key");
-        let pem = key.pkcs8_pem().to_owned();
-        let header = |crit: Option<serde_json::Value>| {
-            let mut header = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": key.kid()});
-            if let Some(crit) = crit {
-                header["crit"] = crit;
-            }
-            signed_with_header(&key, &header)
-        };
-        let plain = header(None);
-        let crits = [
-            serde_json::json!(["exp"]),
-            serde_json::json!(["urn:example:unknown"]),
-            serde_json::json!([]),
-            serde_json::Value::Null,
-        ]
-        .map(|crit| header(Some(crit)));
-        let tokens = Tokens::new(
-            Keyring::new(KeyPair::from_pkcs8_pem(&pem).expect("key"), &[]).expect("keyring"),
-            "iss".into(),
-            "aud".into(),
-            Duration::from_secs(60),
-        );
-        assert!(
-            tokens.verify(&plain).is_ok(),
-            "the forging works without crit"
-        );
-        for token in crits {
-            assert!(parse_header(&token).is_err());
-            assert!(tokens.verify(&token).is_err());
-        }
     }
 
     #[test]

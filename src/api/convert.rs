@@ -3,6 +3,7 @@
 
 use std::{borrow::Cow, fmt};
 
+use authd_verify::Claims;
 use secrecy::ExposeSecret;
 
 use super::proto;
@@ -11,7 +12,7 @@ use crate::{
     domain::{Credentials, Email, NewUser, Password, User, Username},
     error::FieldViolation,
     service::SessionTokens,
-    token::{AccessToken, Claims},
+    token::AccessToken,
 };
 
 /// Collects the outcome of parsing one field, so that a request reports every

@@ -9,6 +9,7 @@ pub mod malformed;
 pub mod web;
 pub mod well_known;
 
+use authd_verify::Claims;
 use tonic::{Request, Response, Status};
 
 pub use access_log::AccessLogLayer;
@@ -18,7 +19,6 @@ use crate::{
     Error,
     limits::{Action, Limits},
     service::Accounts,
-    token::Claims,
 };
 
 /// Code generated from `proto/auth/v1/auth.proto`.
