@@ -1,13 +1,16 @@
-//! Compiles the public proto contract, and the example backend's, with the
-//! pure-Rust `protox`, so building authd never needs a system `protoc`.
+//! Compiles the public proto contract with the pure-Rust `protox`, so
+//! building authd never needs a system `protoc`.
 
 use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 use tonic_prost_build::FileDescriptorSet;
 
+include!("crates/authd-client/secret_messages.rs");
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=crates/authd-client/secret_messages.rs");
     let fds = protox::compile(["auth/v1/auth.proto"], ["proto"])?;
 
     // Server reflection serves this set, so grpcurl needs no local proto file.
@@ -17,23 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out_dir.join("auth_methods.rs"), method_paths(&fds))?;
 
     tonic_prost_build::configure()
-        // These messages carry passwords or tokens: `api::convert` gives them a
-        // Debug that cannot leak either into a log.
-        .skip_debug([
-            "auth.v1.SignupRequest",
-            "auth.v1.LoginRequest",
-            "auth.v1.LoginResponse",
-            "auth.v1.RefreshRequest",
-            "auth.v1.RefreshResponse",
-            "auth.v1.ChangePasswordRequest",
-            "auth.v1.IntrospectTokenRequest",
-        ])
+        // `api::convert` gives them a redacting Debug.
+        .skip_debug(SECRET_MESSAGES)
         .compile_fds(fds)?;
-
-    // Generated next to authd's code but included only by examples/backend.rs.
-    println!("cargo:rerun-if-changed=examples/proto");
-    let greeter = protox::compile(["greeter/v1/greeter.proto"], ["examples/proto"])?;
-    tonic_prost_build::configure().compile_fds(greeter)?;
     Ok(())
 }
 

@@ -457,6 +457,10 @@ struct Tally {
     by_code: BTreeMap<&'static str, Histogram<u64>>,
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "the bounds are constants that hdrhistogram accepts"
+)]
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("constant bounds are valid")
 }

@@ -23,6 +23,7 @@ use crate::{
         well_known,
     },
     config::Config,
+    core::tokens::Tokens,
     core::{
         accounts::Accounts,
         hasher::Hasher,
@@ -35,7 +36,6 @@ use crate::{
         tls::Tls,
     },
     store::Database,
-    token::Tokens,
 };
 
 /// Calls at once on one HTTP/2 connection: more streams are refused by

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use authd_verify::bearer_token;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use proptest::prelude::*;
@@ -12,9 +13,8 @@ use prost::Message;
 use crate::{
     api::{convert, proto},
     core::refresh_token::RefreshToken,
+    core::tokens::{KeyPair, Keyring, Tokens},
     domain::{EMAIL_MAX_BYTES, Email, Password, Username},
-    token::{KeyPair, Keyring, Tokens},
-    verify::bearer_token,
 };
 
 fn tokens() -> Tokens {

@@ -16,8 +16,6 @@ mod domain;
 mod fuzz;
 mod infra;
 mod store;
-pub mod token;
-pub mod verify;
 
 pub use app::{Application, migrate, rewrap_keys, rotate_keys, shutdown_signal};
 pub use core::keys::{Rewrapped, Rotated};

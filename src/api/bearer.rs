@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
+use authd_verify::{Claims, RequireBearer, RequireBearerLayer, TokenVerifier};
+use futures_util::future::{BoxFuture, ready};
 use tower::Layer;
 
-use crate::{
-    token::Tokens,
-    verify::{RequireBearer, RequireBearerLayer},
-};
+use crate::core::tokens::Tokens;
 
 const PUBLIC_METHODS: [&str; 4] = [
     "/auth.v1.AuthService/Signup",
@@ -34,5 +33,11 @@ impl<S> Layer<S> for BearerAuthLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         self.0.layer(inner)
+    }
+}
+
+impl TokenVerifier for Tokens {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Claims>> {
+        Box::pin(ready(Tokens::verify(self, token).ok()))
     }
 }

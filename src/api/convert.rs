@@ -3,15 +3,16 @@
 
 use std::{borrow::Cow, fmt};
 
+use authd_verify::Claims;
 use secrecy::ExposeSecret;
 
 use super::proto;
 use crate::{
     core::accounts::SessionTokens,
+    core::tokens::AccessToken,
     domain::Error,
     domain::FieldViolation,
     domain::{Credentials, Email, NewUser, Password, User, Username},
-    token::{AccessToken, Claims},
 };
 
 /// Collects the outcome of parsing one field, so that a request reports every

@@ -11,6 +11,7 @@ pub mod malformed;
 pub(crate) mod status;
 pub mod well_known;
 
+use authd_verify::Claims;
 use tonic::{Request, Response, Status};
 
 pub(crate) use access_log::AccessLogLayer;
@@ -20,7 +21,6 @@ use crate::{
     core::accounts::Accounts,
     core::throttle::{Action, Limits},
     domain::Error,
-    token::Claims,
 };
 
 /// Code generated from `proto/auth/v1/auth.proto`.

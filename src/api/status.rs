@@ -12,7 +12,6 @@ pub(crate) const INVALID_CREDENTIALS: &str = "invalid email or password";
 /// What an overloaded hashing stage suggests: about the time a short queue
 /// takes to drain.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
-pub(crate) const INVALID_TOKEN: &str = "missing or invalid access token";
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
@@ -35,7 +34,7 @@ impl From<Error> for Status {
             }
             Error::EmailTaken => Status::already_exists("a user with this email already exists"),
             Error::InvalidCredentials => Status::unauthenticated(INVALID_CREDENTIALS),
-            Error::InvalidToken => Status::unauthenticated(INVALID_TOKEN),
+            Error::InvalidToken => Status::unauthenticated(authd_verify::INVALID_TOKEN),
             Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),
             Error::WrongPassword => Status::unauthenticated("current password is incorrect"),
             Error::GuessingSessionEnded => Status::unauthenticated(

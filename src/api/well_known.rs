@@ -13,7 +13,7 @@ use axum::{
 use serde::Serialize;
 use url::Url;
 
-use crate::token::Tokens;
+use crate::core::tokens::Tokens;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";

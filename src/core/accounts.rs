@@ -6,6 +6,7 @@ mod signups;
 
 use std::{sync::Arc, time::Duration};
 
+use authd_verify::Claims;
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -13,11 +14,11 @@ use crate::{
     core::hasher::Hasher,
     core::refresh_token::RefreshToken,
     core::throttle::Limits,
+    core::tokens::{AccessToken, Tokens},
     domain::Error,
     domain::PasswordHash,
     domain::{Credentials, NewUser, Password, User},
     store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
-    token::{AccessToken, Claims, Tokens},
 };
 use signups::SignupLine;
 

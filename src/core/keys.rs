@@ -10,14 +10,15 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use authd_verify::LEEWAY;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use crate::{
     core::kek::{KekSettings, Keks},
+    core::tokens::{KeyPair, Keyring, Tokens},
     domain::Error,
     store::{Database, StoredKey},
-    token::{KeyPair, Keyring, LEEWAY, Tokens},
 };
 
 #[derive(Debug, Clone)]
@@ -267,7 +268,12 @@ mod tests {
             keyring_from(keys, now, Duration::from_secs(900), &Keks::default()).expect("keyring");
         let signing = keyring.signing_kid().to_owned();
         let tokens = Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60));
-        let kids = tokens.jwks().keys.into_iter().map(|key| key.kid).collect();
+        let kids = tokens
+            .jwks()
+            .keys
+            .into_iter()
+            .filter_map(|key| key.common.key_id)
+            .collect();
         (signing, kids)
     }
 

@@ -9,3 +9,4 @@ pub(crate) mod kek;
 pub(crate) mod keys;
 pub(crate) mod refresh_token;
 pub(crate) mod throttle;
+pub(crate) mod tokens;

@@ -90,3 +90,9 @@ impl Error {
         Self::Unavailable(source.into())
     }
 }
+
+impl From<authd_verify::InvalidToken> for Error {
+    fn from(_: authd_verify::InvalidToken) -> Self {
+        Error::InvalidToken
+    }
+}

@@ -3,7 +3,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use authd::token::{self, JwkSet};
+use authd_verify::{JwkSet, decoding_keys, validation, verify_with};
 use serde_json::Value;
 use tonic::Code;
 
@@ -28,12 +28,7 @@ async fn jwks(app: &TestApp) -> JwkSet {
 
 /// Verifies like an offline service: only the JWKS, no call to authd.
 fn verify_offline(set: &JwkSet, token: &str) -> bool {
-    token::verify_with(
-        token,
-        &set.decoding_keys(),
-        &token::validation("authd", "authd"),
-    )
-    .is_ok()
+    verify_with(token, &decoding_keys(set), &validation("authd", "authd")).is_ok()
 }
 
 async fn the_jwks_is_served_over_http1_and_http2(backend: Backend) {
@@ -230,7 +225,11 @@ async fn rotation_keeps_old_tokens_valid_and_switches_signing(backend: Backend) 
     let new_token = wait_for_new_signing_key(&app, &old_kid).await;
     assert_eq!(jwt_kid(&new_token), new_kid);
     let set = jwks(&app).await;
-    let kids: Vec<&str> = set.keys.iter().map(|k| k.kid.as_str()).collect();
+    let kids: Vec<&str> = set
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.as_deref())
+        .collect();
     assert!(
         kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()),
         "{kids:?}"

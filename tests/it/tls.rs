@@ -208,7 +208,7 @@ async fn changed_certificates_are_reloaded_without_dropping_live_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_verify_tokens_against_the_jwks_over_https() {
-    use authd::verify::JwksVerifier;
+    use authd_verify::{JwksVerifier, Url};
     let ca = Ca::new();
     let app = spawn_tls(&ca.issue(&["localhost"]), None).await;
     let channel = tls_channel(&app, &ca, None).await.expect("connects");
@@ -225,7 +225,7 @@ async fn services_verify_tokens_against_the_jwks_over_https() {
         .expect("login")
         .into_inner();
 
-    let url: http::Uri = format!(
+    let url: Url = format!(
         "https://localhost:{}/.well-known/jwks.json",
         app.addr.port()
     )

@@ -301,9 +301,10 @@ async fn public_rpcs_ignore_the_authorization_header(backend: Backend) {
 }
 
 /// RFC 7515 4.1.11: a `crit` we do not understand (and we understand none)
-/// makes the token invalid, at authd and in `authd::verify` alike.
+/// makes the token invalid, at authd and in `authd_verify` alike.
 async fn a_token_with_a_crit_header_is_refused_by_authd_and_the_verifier(backend: Backend) {
-    use authd::{api::well_known::JWKS_PATH, verify::JwksVerifier};
+    use authd::api::well_known::JWKS_PATH;
+    use authd_verify::JwksVerifier;
     let forger = Forger::new(backend).await;
     let url = format!("http://{}{JWKS_PATH}", forger.app.addr)
         .parse()

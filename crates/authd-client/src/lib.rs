@@ -1,0 +1,69 @@
+//! A client for authd's gRPC API: the generated tonic client and the message
+//! types of `auth.v1`, from the same proto file the server is built from.
+//!
+//! ```no_run
+//! use authd_client::v1::{LoginRequest, auth_service_client::AuthServiceClient};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut authd = AuthServiceClient::connect("http://127.0.0.1:50051").await?;
+//! let login = authd
+//!     .login(LoginRequest {
+//!         email: "ada@example.com".into(),
+//!         password: "correct horse battery".into(),
+//!     })
+//!     .await?
+//!     .into_inner();
+//! println!("access token expires in {}s", login.expires_in);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+/// The `auth.v1` package: `AuthService` and its messages.
+pub mod v1 {
+    #![allow(missing_docs, unreachable_pub)]
+    tonic::include_proto!("auth.v1");
+}
+
+/// A `Debug` for a message that prints `secret` fields as `"<redacted>"`.
+macro_rules! redacting_debug {
+    ($message:ident { $($field:ident),* } secret { $($secret:ident),+ }) => {
+        impl std::fmt::Debug for v1::$message {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($message))
+                    $(.field(stringify!($field), &self.$field))*
+                    $(.field(stringify!($secret), &"<redacted>"))+
+                    .finish()
+            }
+        }
+    };
+}
+
+redacting_debug!(SignupRequest { email, username } secret { password });
+redacting_debug!(LoginRequest { email } secret { password });
+redacting_debug!(LoginResponse { token_type, expires_in } secret { access_token, refresh_token });
+redacting_debug!(RefreshRequest {} secret { refresh_token });
+redacting_debug!(RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
+redacting_debug!(ChangePasswordRequest {} secret { current_password, new_password });
+redacting_debug!(IntrospectTokenRequest {} secret { token });
+
+#[cfg(test)]
+mod tests {
+    use super::v1::{ChangePasswordRequest, LoginRequest};
+
+    #[test]
+    fn debug_hides_passwords() {
+        let login = LoginRequest {
+            email: "ada@example.com".into(),
+            password: "hunter2".into(),
+        };
+        let printed = format!("{login:?}");
+        assert!(printed.contains("ada@example.com") && !printed.contains("hunter2"));
+        let change = ChangePasswordRequest {
+            current_password: "old-pw-1".into(),
+            new_password: "new-pw-2".into(),
+        };
+        let printed = format!("{change:?}");
+        assert!(!printed.contains("old-pw-1") && !printed.contains("new-pw-2"));
+    }
+}

@@ -1,0 +1,205 @@
+//! The tower layer that requires a valid bearer token.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
+use tonic::{Status, body::Body, server::NamedService};
+use tower::{Layer, Service};
+
+use crate::Claims;
+
+/// The message of the `UNAUTHENTICATED` status a request without a valid
+/// token gets, the same for every reason.
+pub const INVALID_TOKEN: &str = "missing or invalid access token";
+
+/// Whatever checks access tokens for [`RequireBearerLayer`]: a
+/// [`JwksVerifier`](crate::JwksVerifier), or authd's own keys in authd.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// The claims of `token` if it is valid, or `None`; why it is not is no
+    /// business of the client that presented it.
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Claims>>;
+}
+
+/// A tower layer that lets a request through only with a valid
+/// `authorization: Bearer <token>`, and puts the token's [`Claims`] in the
+/// request extensions for the handler. Every other request is answered
+/// `UNAUTHENTICATED` without reaching the service.
+///
+/// It sees the method path, which a tonic interceptor cannot, so public
+/// methods are listed here and every other method, including ones added
+/// later, needs a token.
+pub struct RequireBearerLayer<V: ?Sized> {
+    verifier: Arc<V>,
+    public_methods: Arc<[String]>,
+}
+
+impl<V: TokenVerifier + ?Sized> RequireBearerLayer<V> {
+    /// Every method needs a token that `verifier` accepts.
+    pub fn new(verifier: Arc<V>) -> Self {
+        Self {
+            verifier,
+            public_methods: Arc::from([]),
+        }
+    }
+
+    /// Lets these gRPC paths, like `/auth.v1.AuthService/Login`, through
+    /// without a token, in place of any listed before.
+    pub fn public_methods<I>(self, paths: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self {
+            public_methods: paths.into_iter().map(Into::into).collect(),
+            ..self
+        }
+    }
+}
+
+impl<V: ?Sized> Clone for RequireBearerLayer<V> {
+    fn clone(&self) -> Self {
+        Self {
+            verifier: Arc::clone(&self.verifier),
+            public_methods: Arc::clone(&self.public_methods),
+        }
+    }
+}
+
+impl<S, V: ?Sized> Layer<S> for RequireBearerLayer<V> {
+    type Service = RequireBearer<S, V>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireBearer {
+            inner,
+            verifier: Arc::clone(&self.verifier),
+            public_methods: Arc::clone(&self.public_methods),
+        }
+    }
+}
+
+/// The service [`RequireBearerLayer`] wraps around `S`. It keeps `S`'s
+/// [`NamedService`] name, so it can be added to tonic routes in its place.
+pub struct RequireBearer<S, V: ?Sized> {
+    inner: S,
+    verifier: Arc<V>,
+    public_methods: Arc<[String]>,
+}
+
+impl<S: Clone, V: ?Sized> Clone for RequireBearer<S, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            verifier: Arc::clone(&self.verifier),
+            public_methods: Arc::clone(&self.public_methods),
+        }
+    }
+}
+
+impl<S: NamedService, V: ?Sized> NamedService for RequireBearer<S, V> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, V, B> Service<Request<B>> for RequireBearer<S, V>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    V: TokenVerifier + ?Sized,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The service polled ready goes with this request; its clone, not yet
+        // polled, stays for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if self.public_methods.iter().any(|public| public == path) {
+            return Box::pin(inner.call(request));
+        }
+        let verifier = Arc::clone(&self.verifier);
+        let token = bearer_token(request.headers()).map(str::to_owned);
+        Box::pin(async move {
+            let claims = match token {
+                Some(token) => verifier.verify(&token).await,
+                None => None,
+            };
+            match claims {
+                Some(claims) => {
+                    request.extensions_mut().insert(claims);
+                    inner.call(request).await
+                }
+                None => Ok(Status::unauthenticated(INVALID_TOKEN).into_http()),
+            }
+        })
+    }
+}
+
+/// The token of a single `authorization: Bearer <token>` entry. The scheme
+/// is case-insensitive (RFC 9110); a repeated header is ambiguous and
+/// refused, as is anything that is not visible ASCII.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+/// assert_eq!(authd_verify::bearer_token(&headers), Some("abc"));
+/// ```
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    let well_formed =
+        scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ');
+    well_formed.then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(name: http::HeaderName, values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(&name, HeaderValue::from_bytes(value).expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn only_a_single_bearer_credential_is_taken() {
+        let bearer =
+            |values: &[&[u8]]| bearer_token(&headers(AUTHORIZATION, values)).map(str::to_owned);
+        assert_eq!(bearer(&[b"Bearer abc"]).as_deref(), Some("abc"));
+        assert_eq!(bearer(&[b"bEaReR  abc"]).as_deref(), Some("abc"));
+        for bad in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer a b",
+            b"Bearerabc",
+            "Bearer é".as_bytes(),
+        ] {
+            assert_eq!(bearer(&[bad]), None, "{bad:?}");
+        }
+        assert_eq!(bearer(&[b"Bearer a", b"Bearer b"]), None);
+        assert_eq!(bearer(&[]), None);
+    }
+}

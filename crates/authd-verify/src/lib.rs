@@ -1,0 +1,37 @@
+//! Accepting authd access tokens in other Rust
+//! services, verified offline against the keys authd publishes, with exactly
+//! the checks authd applies: authd verifies its own tokens with this crate.
+//!
+//! A tonic service that requires a valid token on every method:
+//!
+//! ```no_run
+//! use authd_verify::{Claims, JwksVerifier, RequireBearerLayer};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = "http://127.0.0.1:50051/.well-known/jwks.json".parse()?;
+//! let verifier = JwksVerifier::new(url, "authd", "authd").await?;
+//! let layer = RequireBearerLayer::new(verifier);
+//! // tower::ServiceBuilder::new().layer(layer).service(MyServiceServer::new(..)),
+//! // then each handler reads the caller's `Claims` from the request:
+//! // `request.extensions().get::<Claims>()`.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Verification needs no call to authd per request, so it cannot see a
+//! session that was revoked there: a token stays acceptable until it expires.
+//! A service that must honour logout at once calls authd's `IntrospectToken`.
+#![deny(missing_docs)]
+
+mod jwks;
+mod layer;
+mod token;
+
+pub use jsonwebtoken::jwk::JwkSet;
+pub use jwks::{JwksVerifier, MIN_REFETCH_INTERVAL, VerifyError};
+pub use layer::{INVALID_TOKEN, RequireBearer, RequireBearerLayer, TokenVerifier, bearer_token};
+pub use reqwest::Url;
+pub use token::{
+    Claims, InvalidToken, Keys, LEEWAY, TOKEN_TYPE, decoding_keys, ed25519_jwk, parse_header,
+    validation, verify_with,
+};

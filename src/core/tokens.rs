@@ -1,0 +1,278 @@
+//! Access tokens: Ed25519-signed JWTs (RFC 9068 profile, `typ: at+jwt`).
+//!
+//! Verification is pure CPU work on an in-memory key, so it can run in the
+//! request path before any handler or database is involved.
+
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
+
+use authd_verify::{
+    Claims, JwkSet, Keys, TOKEN_TYPE, decoding_keys, ed25519_jwk, validation, verify_with,
+};
+use chrono::Utc;
+use ed25519_dalek::{
+    SigningKey,
+    pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, jwk::Jwk};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::domain::Error;
+
+/// An Ed25519 key pair, identified by its RFC 7638 JWK thumbprint.
+pub(crate) struct KeyPair {
+    kid: String,
+    jwk: Jwk,
+    pkcs8_pem: SecretString,
+    encoding: EncodingKey,
+}
+
+impl KeyPair {
+    pub(crate) fn generate() -> Result<Self, Error> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| Error::internal(e.to_string()))?;
+        let pem = SigningKey::from_bytes(&seed)
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Self::from_pkcs8_pem(&pem)
+    }
+
+    /// Parses a PKCS#8 PEM Ed25519 private key. The error names what is wrong
+    /// with the key without echoing any of it.
+    pub(crate) fn from_pkcs8_pem(pem: &str) -> Result<Self, Error> {
+        let signing = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| Error::internal("not a PKCS#8 PEM Ed25519 private key"))?;
+        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
+            .map_err(|_| Error::internal("not a PKCS#8 PEM Ed25519 private key"))?;
+        let jwk = ed25519_jwk(signing.verifying_key().as_bytes()).map_err(Error::internal)?;
+        let kid = jwk
+            .common
+            .key_id
+            .clone()
+            .ok_or_else(|| Error::internal("a JWK without a kid"))?;
+        Ok(Self {
+            kid,
+            jwk,
+            pkcs8_pem: SecretString::from(pem.to_owned()),
+            encoding,
+        })
+    }
+
+    pub(crate) fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub(crate) fn pkcs8_pem(&self) -> &str {
+        self.pkcs8_pem.expose_secret()
+    }
+
+    /// The public half, as published in the JWKS.
+    pub(crate) fn public_jwk(&self) -> Jwk {
+        self.jwk.clone()
+    }
+}
+
+/// A freshly signed access token.
+pub(crate) struct AccessToken {
+    pub(crate) token: SecretString,
+    pub(crate) expires_in: Duration,
+}
+
+/// The keys this process signs and verifies with: one signing key, and every
+/// key whose tokens may still be live or that is about to take over.
+pub(crate) struct Keyring {
+    signing: KeyPair,
+    verifying: Keys,
+    published: JwkSet,
+}
+
+impl Keyring {
+    /// `signing` signs; it and every key in `also_verifying` verify.
+    pub(crate) fn new(signing: KeyPair, also_verifying: &[KeyPair]) -> Result<Self, Error> {
+        let published = JwkSet {
+            keys: std::iter::once(&signing)
+                .chain(also_verifying)
+                .map(KeyPair::public_jwk)
+                .collect(),
+        };
+        let verifying = decoding_keys(&published);
+        if verifying.len() != published.keys.len() {
+            return Err(Error::internal(
+                "a stored signing key has no usable public key",
+            ));
+        }
+        Ok(Self {
+            signing,
+            verifying,
+            published,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn signing_kid(&self) -> &str {
+        self.signing.kid()
+    }
+}
+
+pub(crate) struct Tokens {
+    keyring: RwLock<Arc<Keyring>>,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    validation: Validation,
+}
+
+impl Tokens {
+    pub(crate) fn new(keyring: Keyring, issuer: String, audience: String, ttl: Duration) -> Self {
+        Self {
+            keyring: RwLock::new(Arc::new(keyring)),
+            validation: validation(&issuer, &audience),
+            issuer,
+            audience,
+            ttl,
+        }
+    }
+
+    /// Swaps in a reloaded keyring; calls in flight finish with the old one.
+    pub(crate) fn install(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keyring);
+    }
+
+    fn keyring(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keyring.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub(crate) fn issue(&self, user_id: Uuid, session_id: Uuid) -> Result<AccessToken, Error> {
+        let now = Utc::now().timestamp();
+        let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: user_id.to_string(),
+            aud: self.audience.clone(),
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: Uuid::now_v7().to_string(),
+            sid: session_id.to_string(),
+        };
+        let keyring = self.keyring();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.kid = Some(keyring.signing.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &keyring.signing.encoding)
+            .map_err(Error::internal)?;
+        Ok(AccessToken {
+            token: SecretString::from(token),
+            expires_in: self.ttl,
+        })
+    }
+
+    /// Verifies a token against the current keyring; see [`verify_with`].
+    pub(crate) fn verify(&self, token: &str) -> Result<Claims, Error> {
+        Ok(verify_with(
+            token,
+            &self.keyring().verifying,
+            &self.validation,
+        )?)
+    }
+
+    /// The public keys to publish.
+    pub(crate) fn jwks(&self) -> JwkSet {
+        self.keyring().published.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    use super::*;
+
+    /// The key ids published before jsonwebtoken computed them: RFC 8037
+    /// A.3's thumbprint of its example key.
+    #[test]
+    fn the_kid_is_the_rfc_7638_thumbprint() {
+        let seed = URL_SAFE_NO_PAD
+            .decode("nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A")
+            .expect("base64");
+        let seed: [u8; 32] = seed.try_into().expect("32 bytes");
+        let pem = SigningKey::from_bytes(&seed)
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem");
+        let key = KeyPair::from_pkcs8_pem(&pem).expect("key");
+        assert_eq!(key.kid(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        let jwk = serde_json::to_value(key.public_jwk()).expect("json");
+        assert_eq!(
+            jwk,
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                "kid": "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k",
+                "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+            })
+        );
+    }
+
+    fn tokens() -> Tokens {
+        let keyring = Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring");
+        Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_no_personal_data() {
+        let tokens = tokens();
+        let id = Uuid::now_v7();
+        let issued = tokens.issue(id, Uuid::now_v7()).expect("issue");
+        let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
+        assert_eq!(claims.user_id().expect("uuid"), id);
+        assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("iss", "aud"));
+        assert_eq!(claims.exp - claims.iat, 60);
+    }
+
+    #[test]
+    fn a_key_survives_a_pem_round_trip_with_its_kid() {
+        let key = KeyPair::generate().expect("key");
+        let again = KeyPair::from_pkcs8_pem(key.pkcs8_pem()).expect("parse");
+        assert_eq!(key.kid(), again.kid());
+        assert_eq!(key.kid().len(), 43);
+    }
+
+    #[test]
+    fn another_keys_token_is_rejected() {
+        let issued = tokens()
+            .issue(Uuid::now_v7(), Uuid::now_v7())
+            .expect("issue");
+        assert!(tokens().verify(issued.token.expose_secret()).is_err());
+    }
+
+    #[test]
+    fn a_retired_key_still_verifies_until_it_leaves_the_keyring() {
+        let (old, new) = (
+            KeyPair::generate().expect("key"),
+            KeyPair::generate().expect("key"),
+        );
+        let old_pem = old.pkcs8_pem().to_owned();
+        let tokens = Tokens::new(
+            Keyring::new(old, &[]).expect("keyring"),
+            "iss".into(),
+            "aud".into(),
+            Duration::from_secs(60),
+        );
+        let before = tokens.issue(Uuid::now_v7(), Uuid::now_v7()).expect("issue");
+        let retired = KeyPair::from_pkcs8_pem(&old_pem).expect("old key");
+        tokens.install(Keyring::new(new, &[retired]).expect("keyring"));
+        let after = tokens.issue(Uuid::now_v7(), Uuid::now_v7()).expect("issue");
+        assert!(tokens.verify(before.token.expose_secret()).is_ok());
+        assert!(tokens.verify(after.token.expose_secret()).is_ok());
+        assert_eq!(tokens.jwks().keys.len(), 2);
+        let fresh = KeyPair::generate().expect("key");
+        tokens.install(Keyring::new(fresh, &[]).expect("keyring"));
+        assert!(tokens.verify(before.token.expose_secret()).is_err());
+    }
+}
