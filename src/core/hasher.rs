@@ -51,10 +51,13 @@ impl Pace {
             self.verify_time = took;
         } else if cost == self.cost {
             // A moving average follows the machine's load without letting
-            // one slow verify decide.
+            // one slow verify decide. A verify at the dearest cost, like the
+            // dummy's, already takes the time to match: no padding.
             self.verify_time = (self.verify_time * 7 + took) / 8;
+        } else {
+            return self.verify_time.saturating_sub(took);
         }
-        self.verify_time.saturating_sub(took)
+        Duration::ZERO
     }
 }
 
@@ -250,6 +253,11 @@ mod tests {
         assert_eq!(pace.observe(12, ms(300)), Duration::ZERO);
         assert_eq!((pace.cost, pace.verify_time), (12, ms(300)));
         assert_eq!(pace.observe(10, ms(100)), ms(200));
+        assert_eq!(
+            pace.observe(12, ms(200)),
+            Duration::ZERO,
+            "a verify at the dearest cost is never padded"
+        );
     }
 
     #[tokio::test]
