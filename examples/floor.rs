@@ -27,11 +27,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, transport::Server};
 
-// authd's server settings (src/lib.rs), so that the two servers differ only
-// in the work authd does per call.
+// authd's HTTP/2 limits (src/app.rs, src/api/malformed.rs), so that the two
+// servers differ only in the work authd does per call.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 256;
-const MAX_HEADER_LIST_BYTES: u32 = 2 * 1024 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 64;
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// A bare tonic AuthService whose GetMe returns a constant user.
 #[derive(Parser)]
