@@ -286,6 +286,18 @@ async fn establish_sqlite(path: String) -> ConnectionResult<SqliteAsync> {
     .map_err(|e| ConnectionError::BadConnection(e.to_string()))?
 }
 
+/// Runs a transaction to its end even if the call that started it is
+/// cancelled. Cut off between BEGIN and COMMIT, it would leave its pooled
+/// connection holding SQLite's write lock (PostgreSQL's row locks) until the
+/// pool recycles it, and every other writer would wait or fail meanwhile.
+async fn run_detached<T, F>(transaction: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(transaction).await.map_err(Error::internal)?
+}
+
 /// Not getting a connection at all (database down, pool exhausted past its
 /// timeout) is the client-retryable kind of failure.
 pub(crate) fn pool_error(error: PoolError) -> Error {

@@ -6,7 +6,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
-    Database, query_error,
+    Database, query_error, run_detached,
     schema::{refresh_tokens, sessions},
     users::{StoredPassword, UserRow},
     with_conn,
@@ -96,6 +96,24 @@ impl Database {
         password_version: i64,
         refresh: RefreshRecord<'_>,
     ) -> Result<Option<Uuid>, Error> {
+        let db = self.clone();
+        let (token_hash, expires_at) = (refresh.token_hash.to_owned(), refresh.expires_at);
+        run_detached(async move {
+            let refresh = RefreshRecord {
+                token_hash: &token_hash,
+                expires_at,
+            };
+            db.open_session(user_id, password_version, refresh).await
+        })
+        .await
+    }
+
+    async fn open_session(
+        &self,
+        user_id: Uuid,
+        password_version: i64,
+        refresh: RefreshRecord<'_>,
+    ) -> Result<Option<Uuid>, Error> {
         use super::schema::users;
         let session_id = Uuid::now_v7().to_string();
         let now = Utc::now().naive_utc();
@@ -143,6 +161,28 @@ impl Database {
     /// token exactly one rotates; the other sees the token spent and, inside
     /// the grace interval, replays the same successor.
     pub(crate) async fn rotate_refresh_token(
+        &self,
+        presented_hash: &str,
+        successor: RefreshRecord<'_>,
+        successor_sealed: &str,
+        grace: Duration,
+    ) -> Result<Rotation, Error> {
+        let db = self.clone();
+        let presented_hash = presented_hash.to_owned();
+        let (successor_hash, expires_at) = (successor.token_hash.to_owned(), successor.expires_at);
+        let successor_sealed = successor_sealed.to_owned();
+        run_detached(async move {
+            let successor = RefreshRecord {
+                token_hash: &successor_hash,
+                expires_at,
+            };
+            db.rotate(&presented_hash, successor, &successor_sealed, grace)
+                .await
+        })
+        .await
+    }
+
+    async fn rotate(
         &self,
         presented_hash: &str,
         successor: RefreshRecord<'_>,
@@ -290,6 +330,21 @@ impl Database {
     /// are revoked: a login racing this either committed its session before
     /// (and it is revoked here) or re-checks the version after (and fails).
     pub(crate) async fn change_password(
+        &self,
+        user_id: Uuid,
+        verified_version: i64,
+        keep_session: Uuid,
+        hash: &PasswordHash,
+    ) -> Result<bool, Error> {
+        let (db, hash) = (self.clone(), hash.clone());
+        run_detached(async move {
+            db.replace_password(user_id, verified_version, keep_session, &hash)
+                .await
+        })
+        .await
+    }
+
+    async fn replace_password(
         &self,
         user_id: Uuid,
         verified_version: i64,
