@@ -43,9 +43,13 @@ LOADGEN=$TARGET_DIR/release/examples/loadgen
 FLOOR=$TARGET_DIR/release/examples/floor
 
 # authd reads AUTHD_* from the environment; only the flags below may
-# configure the measured service.
+# configure the measured service. AUTHD_ADDR is this script's own setting:
+# kept, but no longer exported.
 for variable in $(compgen -e); do
-  case $variable in AUTHD_*) unset "$variable" ;; esac
+  case $variable in
+    AUTHD_ADDR) export -n AUTHD_ADDR ;;
+    AUTHD_*) unset "$variable" ;;
+  esac
 done
 
 for backend in $BACKENDS; do
