@@ -6,11 +6,8 @@ use std::{env, fs, path::PathBuf};
 use prost::Message;
 use tonic_prost_build::FileDescriptorSet;
 
-include!("crates/authd-client/secret_messages.rs");
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    println!("cargo:rerun-if-changed=crates/authd-client/secret_messages.rs");
     let fds = protox::compile(["auth/v1/auth.proto"], ["proto"])?;
 
     // Server reflection serves this set, so grpcurl needs no local proto file.
@@ -19,9 +16,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The metrics label calls by these paths, and by nothing a client sends.
     fs::write(out_dir.join("auth_methods.rs"), method_paths(&fds))?;
 
+    // The messages are authd-client's, redacting Debug included: one set of
+    // types for the server and its clients. Only the server stubs are new.
     tonic_prost_build::configure()
-        // `api::convert` gives them a redacting Debug.
-        .skip_debug(SECRET_MESSAGES)
+        .build_client(false)
+        .extern_path(".auth.v1", "::authd_client::v1")
         .compile_fds(fds)?;
     Ok(())
 }

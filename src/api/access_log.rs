@@ -157,7 +157,7 @@ fn truncated(path: &str) -> &str {
 
 /// gRPC and gRPC-Web calls; anything else is plain HTTP (the JWKS, say),
 /// which has an HTTP status but no gRPC code.
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())

@@ -24,7 +24,7 @@ use std::{
 };
 
 use futures_util::{future::BoxFuture, task::AtomicWaker};
-use http::{Request, Response, header};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::{
@@ -70,13 +70,13 @@ pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// it in every request's extensions; [`peer`] reads it.
 #[derive(Clone)]
 pub(crate) struct ConnectionInfo {
-    remote: Option<SocketAddr>,
+    remote: SocketAddr,
     activity: Arc<Activity>,
 }
 
 /// The client address of a call, on plaintext and TLS connections alike.
 pub(crate) fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
-    connection(extensions)?.remote
+    Some(connection(extensions)?.remote)
 }
 
 fn connection(extensions: &http::Extensions) -> Option<&ConnectionInfo> {
@@ -203,7 +203,7 @@ pin_project! {
     pub(crate) struct Guarded {
         #[pin]
         tcp: TcpStream,
-        remote: Option<SocketAddr>,
+        remote: SocketAddr,
         activity: Arc<Activity>,
         registry: Registry,
         idle_timer: Pin<Box<Sleep>>,
@@ -227,7 +227,7 @@ impl Guarded {
         let idle_timeout = registry.0.settings.idle_timeout;
         Self {
             tcp,
-            remote: Some(remote),
+            remote,
             activity,
             registry,
             idle_timer: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -236,7 +236,7 @@ impl Guarded {
 }
 
 impl Guarded {
-    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+    pub(crate) fn remote(&self) -> SocketAddr {
         self.remote
     }
 }
@@ -436,10 +436,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             self.metrics.call_shed();
-            let grpc = request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+            let grpc = super::access_log::is_grpc(request.headers());
             return Box::pin(std::future::ready(Ok(busy(grpc))));
         };
         let busy = connection(request.extensions()).map(|info| info.activity.call_started());

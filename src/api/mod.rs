@@ -25,6 +25,10 @@ use crate::{
 
 /// Code generated from `proto/auth/v1/auth.proto`.
 pub mod proto {
+    // The messages and the client are authd-client's; only the server stubs
+    // are generated here.
+    pub use authd_client::v1::*;
+
     tonic::include_proto!("auth.v1");
 
     /// The encoded descriptors that server reflection serves.
@@ -147,6 +151,6 @@ impl AuthService for AuthApi {
         self.limit_client(Action::Introspect, &request).await?;
         let token = convert::required("token", &request.get_ref().token)?;
         let claims = self.accounts.introspect(token).await?;
-        Ok(Response::new(claims.into()))
+        Ok(Response::new(convert::introspection(claims)))
     }
 }

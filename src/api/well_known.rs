@@ -93,12 +93,7 @@ pub(crate) fn add_to(
 /// An unknown path: UNIMPLEMENTED for a gRPC client, as tonic would answer,
 /// and a plain 404 for anything else.
 async fn not_found(request: Request) -> Response {
-    let grpc = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    if grpc {
+    if super::access_log::is_grpc(request.headers()) {
         tonic::Status::unimplemented("no such method").into_http()
     } else {
         StatusCode::NOT_FOUND.into_response()

@@ -119,7 +119,7 @@ impl Accounts {
             .create_session(
                 user.id,
                 password.version,
-                self.refresh_record(&refresh.hash())?,
+                self.refresh_record(refresh.hash())?,
             )
             .await?
         else {
@@ -146,9 +146,9 @@ impl Accounts {
         let rotation = self
             .db
             .rotate_refresh_token(
-                &presented.hash(),
-                self.refresh_record(&successor.hash())?,
-                &presented.seal(&successor),
+                presented.hash(),
+                self.refresh_record(successor.hash())?,
+                presented.seal(&successor),
                 self.sessions.reuse_grace,
             )
             .await?;
@@ -234,7 +234,7 @@ impl Accounts {
         let new_hash = self.hasher.hash(slot, &new).await?;
         let changed = self
             .db
-            .change_password(user.id, password.version, session_id, &new_hash)
+            .change_password(user.id, password.version, session_id, new_hash)
             .await?;
         changed.then_some(()).ok_or(Error::PasswordChanged)
     }
@@ -286,7 +286,7 @@ impl Accounts {
             .ok_or(Error::InvalidToken)
     }
 
-    fn refresh_record<'a>(&self, token_hash: &'a str) -> Result<RefreshRecord<'a>, Error> {
+    fn refresh_record(&self, token_hash: String) -> Result<RefreshRecord, Error> {
         let ttl = chrono::Duration::from_std(self.sessions.refresh_ttl).map_err(Error::internal)?;
         Ok(RefreshRecord {
             token_hash,

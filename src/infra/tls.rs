@@ -124,7 +124,7 @@ impl Tls {
     pub(crate) fn handshake<IO>(
         &self,
         tcp: IO,
-        peer: Option<SocketAddr>,
+        peer: SocketAddr,
     ) -> impl Future<Output = Option<TlsStream<IO>>> + Send + use<IO>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
@@ -134,11 +134,11 @@ impl Tls {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => Some(stream),
                 Ok(Err(error)) => {
-                    tracing::debug!(?peer, %error, "TLS handshake failed");
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
                     None
                 }
                 Err(_) => {
-                    tracing::debug!(?peer, "TLS handshake timed out");
+                    tracing::debug!(%peer, "TLS handshake timed out");
                     None
                 }
             }

@@ -14,8 +14,8 @@ use super::{
 use crate::{domain::Error, domain::PasswordHash, domain::User};
 
 /// A refresh token to store: its hash and when it stops working.
-pub(crate) struct RefreshRecord<'a> {
-    pub(crate) token_hash: &'a str,
+pub(crate) struct RefreshRecord {
+    pub(crate) token_hash: String,
     pub(crate) expires_at: DateTime<Utc>,
 }
 
@@ -94,25 +94,18 @@ impl Database {
         &self,
         user_id: Uuid,
         password_version: i64,
-        refresh: RefreshRecord<'_>,
+        refresh: RefreshRecord,
     ) -> Result<Option<Uuid>, Error> {
         let db = self.clone();
-        let (token_hash, expires_at) = (refresh.token_hash.to_owned(), refresh.expires_at);
-        run_detached(async move {
-            let refresh = RefreshRecord {
-                token_hash: &token_hash,
-                expires_at,
-            };
-            db.open_session(user_id, password_version, refresh).await
-        })
-        .await
+        run_detached(async move { db.open_session(user_id, password_version, &refresh).await })
+            .await
     }
 
     async fn open_session(
         &self,
         user_id: Uuid,
         password_version: i64,
-        refresh: RefreshRecord<'_>,
+        refresh: &RefreshRecord,
     ) -> Result<Option<Uuid>, Error> {
         use super::schema::users;
         let session_id = Uuid::now_v7().to_string();
@@ -142,7 +135,7 @@ impl Database {
                     .await?;
                 diesel::insert_into(refresh_tokens::table)
                     .values((
-                        refresh_tokens::token_hash.eq(refresh.token_hash),
+                        refresh_tokens::token_hash.eq(&refresh.token_hash),
                         refresh_tokens::session_id.eq(session_id_ref),
                         refresh_tokens::created_at.eq(now),
                         refresh_tokens::expires_at.eq(refresh.expires_at.naive_utc()),
@@ -162,21 +155,14 @@ impl Database {
     /// the grace interval, replays the same successor.
     pub(crate) async fn rotate_refresh_token(
         &self,
-        presented_hash: &str,
-        successor: RefreshRecord<'_>,
-        successor_sealed: &str,
+        presented_hash: String,
+        successor: RefreshRecord,
+        successor_sealed: String,
         grace: Duration,
     ) -> Result<Rotation, Error> {
         let db = self.clone();
-        let presented_hash = presented_hash.to_owned();
-        let (successor_hash, expires_at) = (successor.token_hash.to_owned(), successor.expires_at);
-        let successor_sealed = successor_sealed.to_owned();
         run_detached(async move {
-            let successor = RefreshRecord {
-                token_hash: &successor_hash,
-                expires_at,
-            };
-            db.rotate(&presented_hash, successor, &successor_sealed, grace)
+            db.rotate(&presented_hash, &successor, &successor_sealed, grace)
                 .await
         })
         .await
@@ -185,7 +171,7 @@ impl Database {
     async fn rotate(
         &self,
         presented_hash: &str,
-        successor: RefreshRecord<'_>,
+        successor: &RefreshRecord,
         successor_sealed: &str,
         grace: Duration,
     ) -> Result<Rotation, Error> {
@@ -201,7 +187,7 @@ impl Database {
                 )
                 .set((
                     refresh_tokens::rotated_at.eq(now),
-                    refresh_tokens::successor_hash.eq(successor.token_hash),
+                    refresh_tokens::successor_hash.eq(&successor.token_hash),
                     refresh_tokens::successor_sealed.eq(successor_sealed),
                 ))
                 .execute(conn)
@@ -231,7 +217,7 @@ impl Database {
                 if spent {
                     diesel::insert_into(refresh_tokens::table)
                         .values((
-                            refresh_tokens::token_hash.eq(successor.token_hash),
+                            refresh_tokens::token_hash.eq(&successor.token_hash),
                             refresh_tokens::session_id.eq(&session_id),
                             refresh_tokens::created_at.eq(now),
                             refresh_tokens::expires_at.eq(successor.expires_at.naive_utc()),
@@ -334,9 +320,9 @@ impl Database {
         user_id: Uuid,
         verified_version: i64,
         keep_session: Uuid,
-        hash: &PasswordHash,
+        hash: PasswordHash,
     ) -> Result<bool, Error> {
-        let (db, hash) = (self.clone(), hash.clone());
+        let db = self.clone();
         run_detached(async move {
             db.replace_password(user_id, verified_version, keep_session, &hash)
                 .await

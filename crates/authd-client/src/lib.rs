@@ -49,7 +49,7 @@ redacting_debug!(IntrospectTokenRequest {} secret { token });
 
 #[cfg(test)]
 mod tests {
-    use super::v1::{ChangePasswordRequest, LoginRequest};
+    use super::v1::{ChangePasswordRequest, LoginRequest, LoginResponse, SignupRequest};
 
     #[test]
     fn debug_hides_passwords() {
@@ -65,5 +65,21 @@ mod tests {
         };
         let printed = format!("{change:?}");
         assert!(!printed.contains("old-pw-1") && !printed.contains("new-pw-2"));
+        let signup = SignupRequest {
+            email: "a@example.com".into(),
+            password: "hunter2hunter2".into(),
+            username: "a".into(),
+        };
+        let login = LoginResponse {
+            access_token: "eyJsecret".into(),
+            token_type: "Bearer".into(),
+            expires_in: 900,
+            refresh_token: "refreshsecret".into(),
+        };
+        let printed = format!("{signup:?} {login:?}");
+        for secret in ["hunter2", "eyJsecret", "refreshsecret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("a@example.com"));
     }
 }
