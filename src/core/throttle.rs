@@ -172,7 +172,10 @@ impl Limits {
                 }
                 Err(Error::RateLimited { retry_after })
             }
-            Err(error) => fail_open(error),
+            Err(error) => {
+                fail_open(&error);
+                Ok(())
+            }
         }
     }
 
@@ -187,7 +190,10 @@ impl Limits {
                 self.metrics.account_throttled();
                 Err(Error::AccountLocked { retry_after })
             }
-            Err(error) => fail_open(error),
+            Err(error) => {
+                fail_open(&error);
+                Ok(())
+            }
         }
     }
 
@@ -200,7 +206,10 @@ impl Limits {
         let key = self.change_key(session_id);
         match self.counters.attempt(&key, self.settings.lockout).await {
             Ok(retry_after) => retry_after.is_none(),
-            Err(error) => fail_open(error).is_ok(),
+            Err(error) => {
+                fail_open(&error);
+                true
+            }
         }
     }
 
@@ -210,7 +219,10 @@ impl Limits {
     pub(crate) async fn password_change_exhausted(&self, session_id: Uuid) -> bool {
         match self.counters.failures(&self.change_key(session_id)).await {
             Ok(failures) => failures >= self.settings.lockout.threshold,
-            Err(error) => fail_open(error).is_err(),
+            Err(error) => {
+                fail_open(&error);
+                false
+            }
         }
     }
 
@@ -287,11 +299,10 @@ fn client_network(ip: IpAddr, prefix_length: u8) -> String {
     }
 }
 
-/// A broken counter store must not take logins down with it: the request
-/// goes through unthrottled and the failure is logged.
-fn fail_open(error: redis::RedisError) -> Result<(), Error> {
+/// A broken counter store must not take logins down with it: the caller
+/// lets the request through unthrottled, and the failure is logged here.
+fn fail_open(error: &redis::RedisError) {
     tracing::warn!(%error, "rate limit store unavailable; request not limited");
-    Ok(())
 }
 
 /// A fixed window: the first hit starts it, the limit is counted within it.
