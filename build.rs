@@ -8,7 +8,10 @@ use tonic_prost_build::FileDescriptorSet;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["auth/v1/auth.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["auth/v1/auth.proto", "auth/admin/v1/admin.proto"],
+        ["proto"],
+    )?;
 
     // Server reflection serves this set, so grpcurl needs no local proto file.
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -21,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .extern_path(".auth.v1", "::authd_client::v1")
+        .extern_path(".auth.admin.v1", "::authd_client::admin::v1")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -18,8 +18,9 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use authd::api::proto::{
     ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
-    IntrospectTokenRequest, IntrospectTokenResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, RefreshRequest, RefreshResponse, SignupRequest, SignupResponse, User,
+    IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
+    IssueServiceTokenResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
+    RefreshRequest, RefreshResponse, SignupRequest, SignupResponse, User,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use clap::Parser;
@@ -91,6 +92,13 @@ impl AuthService for Floor {
     ) -> Result<Response<IntrospectTokenResponse>, Status> {
         Err(unimplemented())
     }
+
+    async fn issue_service_token(
+        &self,
+        _: Request<IssueServiceTokenRequest>,
+    ) -> Result<Response<IssueServiceTokenResponse>, Status> {
+        Err(unimplemented())
+    }
 }
 
 #[tokio::main]
@@ -105,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             email: format!("loadgen-{}-getme@example.com", id.simple()),
             username: "loadgen".into(),
             created_at: Some(std::time::SystemTime::now().into()),
+            ..User::default()
         },
     };
     let listener = TcpListener::bind(args.listen)

@@ -18,7 +18,9 @@ use crate::{
     api::listener::{self, CallLimitLayer, KEEPALIVE_TIMEOUT, ListenerSettings},
     api::{
         AccessLogLayer, AuthApi, BearerAuthLayer,
+        admin::{self, AdminApi},
         malformed::{self, MAX_REQUEST_BYTES},
+        proto::admin::admin_service_server::AdminServiceServer,
         proto::auth_service_server::AuthServiceServer,
         well_known,
     },
@@ -26,6 +28,8 @@ use crate::{
     core::tokens::Tokens,
     core::{
         accounts::Accounts,
+        admin::Admin,
+        audit::Audit,
         hasher::Hasher,
         kek::Keks,
         keys::{self, KeySettings},
@@ -54,6 +58,7 @@ pub struct Application {
     database: Database,
     tokens: Arc<Tokens>,
     api: AuthApi,
+    admin_api: AdminApi,
     tls: Option<Tls>,
     cors: Option<tower_http::cors::CorsLayer>,
     reflection: bool,
@@ -87,6 +92,8 @@ impl Application {
         let limits = Limits::new(config.limits.clone(), &metrics)
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
+        let admin = Admin::new(database.clone(), hasher.clone());
+        let audit = Audit::new(database.clone());
         let accounts = Accounts::new(
             database.clone(),
             hasher,
@@ -116,6 +123,7 @@ impl Application {
             database,
             tokens,
             api: AuthApi::new(accounts, limits, config.password_min_length),
+            admin_api: AdminApi::new(admin, audit, config.password_min_length),
             tls,
             cors: crate::api::cors::cors(&config.cors_allowed_origins),
             reflection: config.reflection,
@@ -164,6 +172,7 @@ impl Application {
         let routes = routes(
             health,
             self.api,
+            self.admin_api,
             self.tokens,
             self.reflection,
             jwks_max_age,
@@ -250,6 +259,7 @@ impl Application {
 fn routes(
     health: HealthServer<impl Health>,
     api: AuthApi,
+    admin_api: AdminApi,
     tokens: Arc<Tokens>,
     reflection: bool,
     jwks_max_age: Duration,
@@ -265,6 +275,13 @@ fn routes(
                 .layer(tonic_web::GrpcWebLayer::new())
                 .layer(BearerAuthLayer::new(Arc::clone(&tokens)))
                 .service(AuthServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES)),
+        )
+        .add_service(
+            ServiceBuilder::new()
+                .layer(admin::bearer_layer(Arc::clone(&tokens)))
+                .service(
+                    AdminServiceServer::new(admin_api).max_decoding_message_size(MAX_REQUEST_BYTES),
+                ),
         );
     if reflection {
         let builder = || {
@@ -366,6 +383,12 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter
         .set_service_status(crate::api::proto::auth_service_server::SERVICE_NAME, status)
+        .await;
+    reporter
+        .set_service_status(
+            crate::api::proto::admin::admin_service_server::SERVICE_NAME,
+            status,
+        )
         .await;
 }
 

@@ -4,7 +4,7 @@
 /// The messages that carry passwords or tokens. Their generated `Debug` is
 /// skipped for one that redacts them (`src/lib.rs`), so none can leak into a
 /// log, on the server (which uses these types) or in a client.
-const SECRET_MESSAGES: [&str; 7] = [
+const SECRET_MESSAGES: [&str; 13] = [
     "auth.v1.SignupRequest",
     "auth.v1.LoginRequest",
     "auth.v1.LoginResponse",
@@ -12,11 +12,20 @@ const SECRET_MESSAGES: [&str; 7] = [
     "auth.v1.RefreshResponse",
     "auth.v1.ChangePasswordRequest",
     "auth.v1.IntrospectTokenRequest",
+    "auth.v1.IssueServiceTokenRequest",
+    "auth.v1.IssueServiceTokenResponse",
+    "auth.admin.v1.CreateUserRequest",
+    "auth.admin.v1.SetPasswordRequest",
+    "auth.admin.v1.CreateServiceAccountResponse",
+    "auth.admin.v1.CreateApiKeyResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=../../proto");
-    let fds = protox::compile(["auth/v1/auth.proto"], ["../../proto"])?;
+    let fds = protox::compile(
+        ["auth/v1/auth.proto", "auth/admin/v1/admin.proto"],
+        ["../../proto"],
+    )?;
     tonic_prost_build::configure()
         .build_server(false)
         // `src/lib.rs` gives them a redacting Debug.

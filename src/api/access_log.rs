@@ -22,7 +22,7 @@ use super::proto;
 use crate::infra::metrics::Metrics;
 
 /// The metadata that carries a call's id, both ways.
-const REQUEST_ID: &str = "x-request-id";
+pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// Longer ids are replaced: the id lands in every log line of the call.
 const MAX_REQUEST_ID_BYTES: usize = 128;

@@ -10,11 +10,12 @@ use tower::Layer;
 
 use crate::core::tokens::Tokens;
 
-const PUBLIC_METHODS: [&str; 4] = [
+const PUBLIC_METHODS: [&str; 5] = [
     "/auth.v1.AuthService/Signup",
     "/auth.v1.AuthService/Login",
     "/auth.v1.AuthService/Refresh",
     "/auth.v1.AuthService/IntrospectToken",
+    "/auth.v1.AuthService/IssueServiceToken",
 ];
 
 /// Requires a token on every AuthService method but the public ones.

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use authd_verify::Claims;
+use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 
 use super::proto;
@@ -18,10 +19,10 @@ use crate::{
 /// Collects the outcome of parsing one field, so that a request reports every
 /// bad field at once rather than the first.
 #[derive(Default)]
-struct Violations(Vec<FieldViolation>);
+pub(crate) struct Violations(Vec<FieldViolation>);
 
 impl Violations {
-    fn check<T, E>(&mut self, field: &'static str, parsed: Result<T, E>) -> Option<T>
+    pub(crate) fn check<T, E>(&mut self, field: &'static str, parsed: Result<T, E>) -> Option<T>
     where
         E: Into<Cow<'static, str>>,
     {
@@ -33,6 +34,31 @@ impl Violations {
                 })
             })
             .ok()
+    }
+
+    pub(crate) fn push(&mut self, field: &'static str, description: impl Into<Cow<'static, str>>) {
+        self.0.push(FieldViolation {
+            field,
+            description: description.into(),
+        });
+    }
+
+    /// INVALID_ARGUMENT naming every violation, if there is one.
+    pub(crate) fn finish(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}
+
+/// A protobuf timestamp of `time`.
+pub(crate) fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        // Always below 1e9, so the cast cannot truncate.
+        nanos: time.timestamp_subsec_nanos() as i32,
     }
 }
 
@@ -73,11 +99,10 @@ impl From<User> for proto::User {
             id: user.id.to_string(),
             email: user.email.as_str().to_owned(),
             username: user.username.as_str().to_owned(),
-            created_at: Some(prost_types::Timestamp {
-                seconds: user.created_at.timestamp(),
-                // Always below 1e9, so the cast cannot truncate.
-                nanos: user.created_at.timestamp_subsec_nanos() as i32,
-            }),
+            created_at: Some(timestamp(user.created_at)),
+            email_verified: user.email_verified,
+            roles: user.roles.to_vec(),
+            disabled: user.disabled,
         }
     }
 }
@@ -156,8 +181,10 @@ pub(crate) fn introspection(claims: Option<Claims>) -> proto::IntrospectTokenRes
         iat: claims.iat,
         nbf: claims.nbf,
         jti: claims.jti,
-        sid: claims.sid,
+        sid: claims.sid.unwrap_or_default(),
         token_type: "access_token".to_owned(),
+        roles: claims.roles,
+        client_id: claims.client_id.unwrap_or_default(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! convert back.
 
 mod access_log;
+pub(crate) mod admin;
 mod bearer;
 pub(crate) mod convert;
 pub(crate) mod cors;
@@ -20,7 +21,7 @@ pub(crate) use bearer::BearerAuthLayer;
 use crate::{
     core::accounts::Accounts,
     core::throttle::{Action, Limits},
-    domain::Error,
+    domain::{Error, audit::Origin},
 };
 
 /// Code generated from `proto/auth/v1/auth.proto`.
@@ -35,14 +36,41 @@ pub mod proto {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("auth_descriptor");
 
     include!(concat!(env!("OUT_DIR"), "/auth_methods.rs"));
+
+    /// `auth.admin.v1`: AdminService's server stubs, and authd-client's
+    /// messages.
+    pub mod admin {
+        pub use authd_client::admin::v1::*;
+
+        tonic::include_proto!("auth.admin.v1");
+    }
 }
 
 use proto::{
     ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
-    IntrospectTokenRequest, IntrospectTokenResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, RefreshRequest, RefreshResponse, SignupRequest, SignupResponse,
+    IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
+    IssueServiceTokenResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
+    RefreshRequest, RefreshResponse, SignupRequest, SignupResponse,
     auth_service_server::AuthService,
 };
+
+/// The longest `x-request-id` recorded in the audit trail; the access log
+/// layer has already replaced any that is not printable ASCII.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Where a call came from: its peer address and its request id.
+pub(crate) fn origin<T>(request: &Request<T>) -> Origin {
+    let request_id = request
+        .metadata()
+        .get(access_log::REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID_BYTES)
+        .map(str::to_owned);
+    Origin {
+        client_address: listener::peer(request.extensions()).map(|addr| addr.ip()),
+        request_id,
+    }
+}
 
 /// The claims the bearer layer verified. Only protected methods get here,
 /// and the layer refuses them without claims, so this is a safety net.
@@ -152,5 +180,15 @@ impl AuthService for AuthApi {
         let token = convert::required("token", &request.get_ref().token)?;
         let claims = self.accounts.introspect(token).await?;
         Ok(Response::new(convert::introspection(claims)))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<IssueServiceTokenRequest>,
+    ) -> Result<Response<IssueServiceTokenResponse>, Status> {
+        self.limit_client(Action::Login, &request).await?;
+        Err(Status::unimplemented(
+            "IssueServiceToken is not implemented yet",
+        ))
     }
 }

@@ -33,6 +33,14 @@ impl From<Error> for Status {
                 )
             }
             Error::EmailTaken => Status::already_exists("a user with this email already exists"),
+            Error::AlreadyExists(what) => Status::already_exists(what),
+            Error::NotFound(what) => Status::not_found(format!("{what} not found")),
+            Error::PermissionDenied(why) => Status::permission_denied(why),
+            Error::AccountDisabled => Status::permission_denied("account disabled"),
+            Error::InvalidApiKey => Status::unauthenticated("invalid API key"),
+            Error::TooManyWatches => {
+                Status::resource_exhausted("too many watches are open on this server, retry later")
+            }
             Error::InvalidCredentials => Status::unauthenticated(INVALID_CREDENTIALS),
             Error::InvalidToken => Status::unauthenticated(authd_verify::INVALID_TOKEN),
             Error::InvalidRefreshToken => Status::unauthenticated("invalid refresh token"),

@@ -14,7 +14,7 @@ use crate::{
     core::hasher::Hasher,
     core::refresh_token::RefreshToken,
     core::throttle::Limits,
-    core::tokens::{AccessToken, Tokens},
+    core::tokens::{AccessToken, Subject, Tokens},
     domain::Error,
     domain::PasswordHash,
     domain::{Credentials, NewUser, Password, User},
@@ -113,6 +113,9 @@ impl Accounts {
                 return Err(Error::InvalidCredentials);
             }
         };
+        if user.disabled {
+            return Err(Error::AccountDisabled);
+        }
         let refresh = RefreshToken::generate()?;
         let Some(session_id) = self
             .db
@@ -130,7 +133,13 @@ impl Accounts {
         self.rehash_if_outdated(&user, &password.hash, &credentials.password)
             .await;
         Ok(SessionTokens {
-            access: self.tokens.issue(user.id, session_id)?,
+            access: self.tokens.issue(
+                Subject::User {
+                    user_id: user.id,
+                    session_id,
+                },
+                &user.roles,
+            )?,
             refresh,
         })
     }
@@ -152,20 +161,22 @@ impl Accounts {
                 self.sessions.reuse_grace,
             )
             .await?;
-        let (user_id, session_id, refresh) = match rotation {
+        let (user_id, session_id, roles, refresh) = match rotation {
             Rotation::Rotated {
                 session_id,
                 user_id,
-            } => (user_id, session_id, successor),
+                roles,
+            } => (user_id, session_id, roles, successor),
             Rotation::Replayed {
                 session_id,
                 user_id,
+                roles,
                 successor_sealed,
             } => {
                 let replayed = presented
                     .unseal(&successor_sealed)
                     .ok_or_else(|| Error::internal("a stored successor does not unseal"))?;
-                (user_id, session_id, replayed)
+                (user_id, session_id, roles, replayed)
             }
             Rotation::Reused { session_id } => {
                 // The session id, never the token: enough to investigate.
@@ -179,7 +190,13 @@ impl Accounts {
             }
         };
         Ok(SessionTokens {
-            access: self.tokens.issue(user_id, session_id)?,
+            access: self.tokens.issue(
+                Subject::User {
+                    user_id,
+                    session_id,
+                },
+                &roles,
+            )?,
             refresh,
         })
     }

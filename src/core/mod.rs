@@ -4,6 +4,8 @@
 //! [`domain::Error`](crate::domain::Error).
 
 pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod audit;
 pub(crate) mod hasher;
 pub(crate) mod kek;
 pub(crate) mod keys;

@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, jwk::Jwk};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::domain::Error;
+use crate::domain::{Error, Roles};
 
 /// An Ed25519 key pair, identified by its RFC 7638 JWK thumbprint.
 pub(crate) struct KeyPair {
@@ -73,6 +73,15 @@ impl KeyPair {
     pub(crate) fn public_jwk(&self) -> Jwk {
         self.jwk.clone()
     }
+}
+
+/// Whom an access token is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Subject {
+    /// A user, in one of their sessions.
+    User { user_id: Uuid, session_id: Uuid },
+    /// A service account: no session, no refresh token.
+    ServiceAccount(Uuid),
 }
 
 /// A freshly signed access token.
@@ -149,18 +158,28 @@ impl Tokens {
         &self.issuer
     }
 
-    pub(crate) fn issue(&self, user_id: Uuid, session_id: Uuid) -> Result<AccessToken, Error> {
+    /// A token for `subject` carrying `roles`.
+    pub(crate) fn issue(&self, subject: Subject, roles: &Roles) -> Result<AccessToken, Error> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;
+        let (sub, sid, client_id) = match subject {
+            Subject::User {
+                user_id,
+                session_id,
+            } => (user_id.to_string(), Some(session_id.to_string()), None),
+            Subject::ServiceAccount(id) => (id.to_string(), None, Some(id.to_string())),
+        };
         let claims = Claims {
             iss: self.issuer.clone(),
-            sub: user_id.to_string(),
+            sub,
             aud: self.audience.clone(),
             exp: now + ttl,
             iat: now,
             nbf: now,
             jti: Uuid::now_v7().to_string(),
-            sid: session_id.to_string(),
+            sid,
+            roles: roles.to_vec(),
+            client_id,
         };
         let keyring = self.keyring();
         let mut header = Header::new(Algorithm::EdDSA);
@@ -195,6 +214,13 @@ mod tests {
 
     use super::*;
 
+    fn user_subject(user_id: Uuid) -> Subject {
+        Subject::User {
+            user_id,
+            session_id: Uuid::now_v7(),
+        }
+    }
+
     /// The key ids published before jsonwebtoken computed them: RFC 8037
     /// A.3's thumbprint of its example key.
     #[test]
@@ -228,7 +254,9 @@ mod tests {
     fn issued_tokens_verify_and_carry_no_personal_data() {
         let tokens = tokens();
         let id = Uuid::now_v7();
-        let issued = tokens.issue(id, Uuid::now_v7()).expect("issue");
+        let issued = tokens
+            .issue(user_subject(id), &Roles::default())
+            .expect("issue");
         let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
         assert_eq!(claims.user_id().expect("uuid"), id);
         assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("iss", "aud"));
@@ -246,7 +274,7 @@ mod tests {
     #[test]
     fn another_keys_token_is_rejected() {
         let issued = tokens()
-            .issue(Uuid::now_v7(), Uuid::now_v7())
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
             .expect("issue");
         assert!(tokens().verify(issued.token.expose_secret()).is_err());
     }
@@ -264,10 +292,14 @@ mod tests {
             "aud".into(),
             Duration::from_secs(60),
         );
-        let before = tokens.issue(Uuid::now_v7(), Uuid::now_v7()).expect("issue");
+        let before = tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
         let retired = KeyPair::from_pkcs8_pem(&old_pem).expect("old key");
         tokens.install(Keyring::new(new, &[retired]).expect("keyring"));
-        let after = tokens.issue(Uuid::now_v7(), Uuid::now_v7()).expect("issue");
+        let after = tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
         assert!(tokens.verify(before.token.expose_secret()).is_ok());
         assert!(tokens.verify(after.token.expose_secret()).is_ok());
         assert_eq!(tokens.jwks().keys.len(), 2);

@@ -23,6 +23,36 @@ pub(crate) enum Error {
     #[error("email already registered")]
     EmailTaken,
 
+    /// `ALREADY_EXISTS`: another record holds this unique value; the text
+    /// says which, e.g. "a service account with this name already exists".
+    #[error("already exists: {0}")]
+    AlreadyExists(&'static str),
+
+    /// `NOT_FOUND`: the id names nothing of this kind, e.g. "user".
+    #[error("{0} not found")]
+    NotFound(&'static str),
+
+    /// `PERMISSION_DENIED`: the caller is known but may not do this.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+
+    /// `PERMISSION_DENIED` "account disabled": the password was right, but
+    /// an operator disabled the account. Only said to a caller who proved
+    /// the password, so it reveals nothing to a guesser.
+    #[error("account disabled")]
+    AccountDisabled,
+
+    /// `UNAUTHENTICATED`: the API key is unknown, expired or revoked, or its
+    /// service account is gone. One variant, so the reasons cannot be told
+    /// apart.
+    #[error("invalid API key")]
+    InvalidApiKey,
+
+    /// `RESOURCE_EXHAUSTED`: this replica already streams as many watches
+    /// as it allows.
+    #[error("too many watches")]
+    TooManyWatches,
+
     /// `UNAUTHENTICATED`: unknown email or wrong password. The two cases are
     /// one variant so that nothing downstream can tell them apart.
     #[error("invalid credentials")]

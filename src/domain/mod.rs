@@ -14,12 +14,15 @@ use secrecy::{ExposeSecret, SecretString};
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
-/// bcrypt reads at most 72 bytes; longer passwords are refused rather than
-/// silently truncated into a weaker secret than the user chose.
+pub(crate) mod audit;
 mod error;
+pub(crate) mod roles;
 
 pub(crate) use error::{Error, FieldViolation};
+pub(crate) use roles::{Role, Roles};
 
+/// bcrypt reads at most 72 bytes; longer passwords are refused rather than
+/// silently truncated into a weaker secret than the user chose.
 pub(crate) const PASSWORD_MAX_BYTES: usize = 72;
 pub(crate) const PASSWORD_MIN_CHARS: usize = 8;
 pub(crate) const EMAIL_MAX_BYTES: usize = 254;
@@ -330,6 +333,9 @@ pub(crate) struct User {
     pub(crate) email: Email,
     pub(crate) username: Username,
     pub(crate) created_at: DateTime<Utc>,
+    pub(crate) email_verified: bool,
+    pub(crate) roles: Roles,
+    pub(crate) disabled: bool,
 }
 
 /// A validated signup.

@@ -1,8 +1,10 @@
 //! Persistence. `DATABASE_URL` picks PostgreSQL or SQLite at run time;
 //! every query is written once and compiled for both by [`with_conn!`].
 
+mod audit;
 mod keys;
 mod schema;
+mod service_accounts;
 mod sessions;
 mod users;
 

@@ -12,6 +12,9 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         password_version -> BigInt,
+        roles -> Text,
+        disabled_at -> Nullable<Timestamp>,
+        email_verified -> Bool,
     }
 }
 
@@ -46,6 +49,49 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    service_accounts (id) {
+        id -> Text,
+        name -> Text,
+        roles -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        service_account_id -> Text,
+        key_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        event_type -> Text,
+        actor_type -> Nullable<Text>,
+        actor_id -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        client_address -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        details -> Text,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(api_keys -> service_accounts (service_account_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, refresh_tokens);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    refresh_tokens,
+    service_accounts,
+    api_keys
+);

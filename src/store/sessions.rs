@@ -7,11 +7,11 @@ use uuid::Uuid;
 
 use super::{
     Database, query_error, run_detached,
-    schema::{refresh_tokens, sessions},
+    schema::{refresh_tokens, sessions, users},
     users::{StoredPassword, UserRow},
     with_conn,
 };
-use crate::{domain::Error, domain::PasswordHash, domain::User};
+use crate::{domain::Error, domain::PasswordHash, domain::Roles, domain::User};
 
 /// A refresh token to store: its hash and when it stops working.
 pub(crate) struct RefreshRecord {
@@ -22,51 +22,57 @@ pub(crate) struct RefreshRecord {
 /// What presenting a refresh token did.
 pub(crate) enum Rotation {
     /// The token was live and is now spent; its successor is stored.
-    Rotated { session_id: Uuid, user_id: Uuid },
+    Rotated {
+        session_id: Uuid,
+        user_id: Uuid,
+        roles: Roles,
+    },
     /// The token was spent moments ago (within the grace interval) and its
     /// successor is still unspent: the caller gets that successor again.
     Replayed {
         session_id: Uuid,
         user_id: Uuid,
+        roles: Roles,
         successor_sealed: String,
     },
     /// The token was spent earlier: someone is replaying it, so its session
     /// has just been revoked.
     Reused { session_id: Uuid },
-    /// Unknown, expired, or its session is revoked.
+    /// Unknown, expired, its session is revoked or its user disabled.
     Rejected,
 }
 
-/// The outcome inside the transaction, before ids are parsed.
+/// The outcome inside the transaction, before ids are parsed: session id,
+/// user id and the user's roles, as stored.
 enum Outcome {
-    Rotated(String, String),
-    Replayed(String, String, String),
+    Rotated(String, String, String),
+    Replayed(String, String, String, String),
     Reused(String),
     Rejected,
 }
 
 /// What the transaction reads of a presented token: its session, the
-/// session's owner and revocation, and the token's own rotation.
+/// session's owner and revocation, the owner's roles and whether they are
+/// disabled, and the token's own rotation.
 type Presented = (
-    String,
-    String,
-    Option<NaiveDateTime>,
-    Option<NaiveDateTime>,
-    Option<String>,
-    Option<String>,
+    (String, String, Option<NaiveDateTime>),
+    (String, Option<NaiveDateTime>),
+    (Option<NaiveDateTime>, Option<String>, Option<String>),
 );
 
 impl Outcome {
     /// Parses the ids the transaction read.
     fn into_rotation(self) -> Result<Rotation, Error> {
         Ok(match self {
-            Self::Rotated(session_id, user_id) => Rotation::Rotated {
+            Self::Rotated(session_id, user_id, roles) => Rotation::Rotated {
                 session_id: uuid(&session_id)?,
                 user_id: uuid(&user_id)?,
+                roles: Roles::from_stored(&roles),
             },
-            Self::Replayed(session_id, user_id, successor_sealed) => Rotation::Replayed {
+            Self::Replayed(session_id, user_id, roles, successor_sealed) => Rotation::Replayed {
                 session_id: uuid(&session_id)?,
                 user_id: uuid(&user_id)?,
+                roles: Roles::from_stored(&roles),
                 successor_sealed,
             },
             Self::Reused(session_id) => Rotation::Reused {
@@ -107,7 +113,6 @@ impl Database {
         password_version: i64,
         refresh: &RefreshRecord,
     ) -> Result<Option<Uuid>, Error> {
-        use super::schema::users;
         let session_id = Uuid::now_v7().to_string();
         let now = Utc::now().naive_utc();
         let (session_id_ref, user_id) = (&session_id, user_id.to_string());
@@ -116,7 +121,8 @@ impl Database {
                 let current = diesel::update(
                     users::table
                         .find(&user_id)
-                        .filter(users::password_version.eq(password_version)),
+                        .filter(users::password_version.eq(password_version))
+                        .filter(users::disabled_at.is_null()),
                 )
                 .set(users::password_version.eq(users::password_version))
                 .execute(conn)
@@ -194,24 +200,29 @@ impl Database {
                 .await?
                     == 1;
                 let found = refresh_tokens::table
-                    .inner_join(sessions::table)
+                    .inner_join(sessions::table.inner_join(users::table))
                     .filter(refresh_tokens::token_hash.eq(presented_hash))
                     .select((
-                        sessions::id,
-                        sessions::user_id,
-                        sessions::revoked_at,
-                        refresh_tokens::rotated_at,
-                        refresh_tokens::successor_hash,
-                        refresh_tokens::successor_sealed,
+                        (sessions::id, sessions::user_id, sessions::revoked_at),
+                        (users::roles, users::disabled_at),
+                        (
+                            refresh_tokens::rotated_at,
+                            refresh_tokens::successor_hash,
+                            refresh_tokens::successor_sealed,
+                        ),
                     ))
                     .first::<Presented>(conn)
                     .await
                     .optional()?;
-                let Some((session_id, user_id, revoked_at, rotated_at, next_hash, sealed)) = found
+                let Some((
+                    (session_id, user_id, revoked_at),
+                    (roles, disabled_at),
+                    (rotated_at, next_hash, sealed),
+                )) = found
                 else {
                     return Ok(Outcome::Rejected);
                 };
-                if revoked_at.is_some() {
+                if revoked_at.is_some() || disabled_at.is_some() {
                     return Ok(Outcome::Rejected);
                 }
                 if spent {
@@ -224,7 +235,7 @@ impl Database {
                         ))
                         .execute(conn)
                         .await?;
-                    return Ok(Outcome::Rotated(session_id, user_id));
+                    return Ok(Outcome::Rotated(session_id, user_id, roles));
                 }
                 let Some(rotated_at) = rotated_at else {
                     return Ok(Outcome::Rejected);
@@ -254,7 +265,7 @@ impl Database {
                 // kept.
                 Ok(match sealed {
                     Some(sealed) if successor_unspent => {
-                        Outcome::Replayed(session_id, user_id, sealed)
+                        Outcome::Replayed(session_id, user_id, roles, sealed)
                     }
                     _ => Outcome::Rejected,
                 })
@@ -270,12 +281,12 @@ impl Database {
         session_id: Uuid,
         user_id: Uuid,
     ) -> Result<Option<(User, StoredPassword)>, Error> {
-        use super::schema::users;
         let row = with_conn!(self, |conn| users::table
             .inner_join(sessions::table)
             .filter(sessions::id.eq(session_id.to_string()))
             .filter(users::id.eq(user_id.to_string()))
             .filter(sessions::revoked_at.is_null())
+            .filter(users::disabled_at.is_null())
             .select(UserRow::as_select())
             .first(conn)
             .await
@@ -337,7 +348,6 @@ impl Database {
         keep_session: Uuid,
         hash: &PasswordHash,
     ) -> Result<bool, Error> {
-        use super::schema::users;
         let now = Utc::now().naive_utc();
         let (user_id, keep) = (user_id.to_string(), keep_session.to_string());
         let (user_id, keep) = (&user_id, &keep);

@@ -15,7 +15,7 @@ use super::{Database, query_error, schema::users, with_conn};
 use crate::{
     domain::Error,
     domain::PasswordHash,
-    domain::{Email, User, Username},
+    domain::{Email, Roles, User, Username},
 };
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -30,6 +30,9 @@ pub(super) struct UserRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     password_version: i64,
+    roles: String,
+    disabled_at: Option<NaiveDateTime>,
+    email_verified: bool,
 }
 
 /// A user's password hash with its version, which every password change
@@ -53,6 +56,9 @@ impl UserRow {
             email: Email::from_stored(self.email, self.email_key),
             username: Username::from_stored(self.username),
             created_at: self.created_at.and_utc(),
+            email_verified: self.email_verified,
+            roles: Roles::from_stored(&self.roles),
+            disabled: self.disabled_at.is_some(),
         };
         let password = StoredPassword {
             hash: PasswordHash::from_stored(self.password_hash),
@@ -87,6 +93,9 @@ impl Database {
             created_at: now,
             updated_at: now,
             password_version: 0,
+            roles: String::new(),
+            disabled_at: None,
+            email_verified: false,
         };
         let inserted = with_conn!(self, |conn| diesel::insert_into(users::table)
             .values(&row)

@@ -25,10 +25,20 @@ pub mod v1 {
     tonic::include_proto!("auth.v1");
 }
 
+/// The `auth.admin.v1` package: `AdminService`, for operators and their
+/// tools.
+pub mod admin {
+    /// Version 1 of the admin contract.
+    pub mod v1 {
+        #![allow(missing_docs, unreachable_pub)]
+        tonic::include_proto!("auth.admin.v1");
+    }
+}
+
 /// A `Debug` for a message that prints `secret` fields as `"<redacted>"`.
 macro_rules! redacting_debug {
-    ($message:ident { $($field:ident),* } secret { $($secret:ident),+ }) => {
-        impl std::fmt::Debug for v1::$message {
+    ($($module:ident)::+, $message:ident { $($field:ident),* } secret { $($secret:ident),+ }) => {
+        impl std::fmt::Debug for $($module)::+::$message {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($message))
                     $(.field(stringify!($field), &self.$field))*
@@ -39,13 +49,19 @@ macro_rules! redacting_debug {
     };
 }
 
-redacting_debug!(SignupRequest { email, username } secret { password });
-redacting_debug!(LoginRequest { email } secret { password });
-redacting_debug!(LoginResponse { token_type, expires_in } secret { access_token, refresh_token });
-redacting_debug!(RefreshRequest {} secret { refresh_token });
-redacting_debug!(RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
-redacting_debug!(ChangePasswordRequest {} secret { current_password, new_password });
-redacting_debug!(IntrospectTokenRequest {} secret { token });
+redacting_debug!(v1, SignupRequest { email, username } secret { password });
+redacting_debug!(v1, LoginRequest { email } secret { password });
+redacting_debug!(v1, LoginResponse { token_type, expires_in } secret { access_token, refresh_token });
+redacting_debug!(v1, RefreshRequest {} secret { refresh_token });
+redacting_debug!(v1, RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
+redacting_debug!(v1, ChangePasswordRequest {} secret { current_password, new_password });
+redacting_debug!(v1, IntrospectTokenRequest {} secret { token });
+redacting_debug!(v1, IssueServiceTokenRequest {} secret { api_key });
+redacting_debug!(v1, IssueServiceTokenResponse { token_type, expires_in } secret { access_token });
+redacting_debug!(admin::v1, CreateUserRequest { email, username, roles, email_verified } secret { password });
+redacting_debug!(admin::v1, SetPasswordRequest { id } secret { password });
+redacting_debug!(admin::v1, CreateServiceAccountResponse { account, key_id } secret { api_key });
+redacting_debug!(admin::v1, CreateApiKeyResponse { key_id } secret { api_key });
 
 #[cfg(test)]
 mod tests {

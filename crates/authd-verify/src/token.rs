@@ -50,8 +50,18 @@ pub struct Claims {
     pub nbf: i64,
     /// The token's own unique id.
     pub jti: String,
-    /// The session the token belongs to; revoking it ends the token at authd.
-    pub sid: String,
+    /// The session the token belongs to; revoking it ends the token at
+    /// authd. A service account's token has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// What the subject may do, as authd knew it when the token was issued:
+    /// a role change applies to tokens issued after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Set only in a service account's token: the account's id, equal to
+    /// `sub` (RFC 9068).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl Claims {
@@ -60,9 +70,21 @@ impl Claims {
         Uuid::parse_str(&self.sub).map_err(|_| InvalidToken)
     }
 
-    /// The session the token belongs to.
+    /// The session the token belongs to; an error for a service account's
+    /// token, which belongs to none.
     pub fn session_id(&self) -> Result<Uuid, InvalidToken> {
-        Uuid::parse_str(&self.sid).map_err(|_| InvalidToken)
+        Uuid::parse_str(self.sid.as_deref().ok_or(InvalidToken)?).map_err(|_| InvalidToken)
+    }
+
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|held| held == role)
+    }
+
+    /// Whether the token was issued to a service account rather than a
+    /// user.
+    pub fn is_service(&self) -> bool {
+        self.client_id.is_some()
     }
 }
 

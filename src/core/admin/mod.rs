@@ -1,0 +1,45 @@
+//! What AdminService's RPCs mean: managing users and service accounts as an
+//! operator. Every change is recorded in the audit trail by the same
+//! transaction that makes it.
+
+mod service_accounts;
+mod users;
+
+use authd_verify::Claims;
+
+use crate::{
+    core::hasher::Hasher,
+    domain::{Error, audit::Actor},
+    store::Database,
+};
+
+#[derive(Clone)]
+pub(crate) struct Admin {
+    db: Database,
+    hasher: Hasher,
+}
+
+impl Admin {
+    pub(crate) fn new(db: Database, hasher: Hasher) -> Self {
+        Self { db, hasher }
+    }
+
+    /// Who a verified token stands for, if that still holds: a user's token
+    /// needs its session live and its user enabled, a service account's
+    /// needs the account to exist. Anything else is an invalid token, so a
+    /// disabled or deleted admin loses access at once, on every replica.
+    pub(crate) async fn actor(&self, claims: &Claims) -> Result<Actor, Error> {
+        let subject = claims.user_id()?;
+        if claims.is_service() {
+            return if self.db.service_account_exists(subject).await? {
+                Ok(Actor::ServiceAccount(subject))
+            } else {
+                Err(Error::InvalidToken)
+            };
+        }
+        match self.db.session_user(claims.session_id()?, subject).await? {
+            Some(_) => Ok(Actor::User(subject)),
+            None => Err(Error::InvalidToken),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Managing service accounts and their API keys as an operator.

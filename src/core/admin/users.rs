@@ -1,0 +1,1 @@
+//! Managing users as an operator.
