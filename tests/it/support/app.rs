@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use authd::api::proto::admin::admin_service_client::AdminServiceClient;
 use authd::{
     Application,
     api::proto::{
@@ -160,6 +161,33 @@ impl TestApp {
             .expect("login")
             .access_token;
         (user, token)
+    }
+
+    /// Signs a user up, gives them `roles` straight in the database (as an
+    /// operator bootstrapping would), logs in, and returns the user and a
+    /// token that carries the roles.
+    pub(crate) async fn user_with_roles(&self, email: &str, roles: &[&str]) -> (User, String) {
+        let user = self
+            .signup(email, PASSWORD, "tester")
+            .await
+            .expect("signup");
+        self.db
+            .execute(&format!(
+                "UPDATE users SET roles = '{}' WHERE id = '{}'",
+                roles.join(" "),
+                user.id
+            ))
+            .await;
+        let token = self
+            .login(email, PASSWORD)
+            .await
+            .expect("login")
+            .access_token;
+        (user, token)
+    }
+
+    pub(crate) async fn admin_client(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
     }
 
     /// GetMe with the raw `authorization` metadata value given, if any.
