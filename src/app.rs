@@ -59,6 +59,7 @@ pub struct Application {
     tokens: Arc<Tokens>,
     api: AuthApi,
     admin_api: AdminApi,
+    audit: Audit,
     tls: Option<Tls>,
     cors: Option<tower_http::cors::CorsLayer>,
     reflection: bool,
@@ -93,7 +94,7 @@ impl Application {
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
         let admin = Admin::new(database.clone(), hasher.clone());
-        let audit = Audit::new(database.clone());
+        let audit = Audit::new(database.clone(), config.audit);
         let accounts = Accounts::new(
             database.clone(),
             hasher,
@@ -123,7 +124,8 @@ impl Application {
             database,
             tokens,
             api: AuthApi::new(accounts, limits, config.password_min_length),
-            admin_api: AdminApi::new(admin, audit, config.password_min_length),
+            admin_api: AdminApi::new(admin, audit.clone(), config.password_min_length),
+            audit,
             tls,
             cors: crate::api::cors::cors(&config.cors_allowed_origins),
             reflection: config.reflection,
@@ -161,6 +163,7 @@ impl Application {
             };
             tokio::spawn(serve_metrics(listener, router, metrics_stop))
         });
+        let audit_pruner = tokio::spawn(self.audit.keep_within_retention());
         let jwks_max_age = self.keys.refresh;
         let key_refresher = tokio::spawn(keys::keep_fresh(
             self.database,
@@ -185,6 +188,7 @@ impl Application {
             shutdown.await;
             watcher.abort();
             key_refresher.abort();
+            audit_pruner.abort();
             if let Some(tls_watcher) = &tls_watcher {
                 tls_watcher.abort();
             }

@@ -11,6 +11,7 @@ use crate::{
     api::listener::ListenerSettings,
     api::well_known::is_public_base,
     core::accounts::SessionSettings,
+    core::audit::AuditSettings,
     core::kek::KekSettings,
     core::keys::KeySettings,
     core::throttle::{LimitSettings, Lockout, Rate},
@@ -199,6 +200,19 @@ pub struct Settings {
           value_parser = parse_reuse_grace, global = true)]
     pub(crate) refresh_reuse_grace: Duration,
 
+    /// How long audit events are kept (e.g. 90d, 1y). Every replica deletes
+    /// older ones now and then.
+    #[arg(long, env = "AUTHD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration,
+          global = true)]
+    pub(crate) audit_retention: Duration,
+
+    /// Most WatchAuditEvents streams one replica serves at once; more are
+    /// refused with RESOURCE_EXHAUSTED. Each idle watch reads the database
+    /// four times a second.
+    #[arg(long, env = "AUTHD_MAX_AUDIT_WATCHES", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub(crate) max_audit_watches: u16,
+
     /// How often each replica reloads signing keys from the database. New
     /// keys sign two intervals after rotation; the JWKS may be cached for one.
     #[arg(long, env = "AUTHD_KEY_REFRESH", default_value = "30s", value_parser = parse_duration,
@@ -363,6 +377,7 @@ pub struct Config {
     pub(crate) hash_queue: Option<usize>,
     pub(crate) token_ttl: Duration,
     pub(crate) sessions: SessionSettings,
+    pub(crate) audit: AuditSettings,
     pub(crate) keys: KeySettings,
     pub(crate) issuer: String,
     pub(crate) public_url: Option<Url>,
@@ -418,6 +433,10 @@ impl TryFrom<Settings> for Config {
             sessions: SessionSettings {
                 refresh_ttl: settings.refresh_ttl,
                 reuse_grace: settings.refresh_reuse_grace,
+            },
+            audit: AuditSettings {
+                retention: settings.audit_retention,
+                max_watches: usize::from(settings.max_audit_watches),
             },
             keys: KeySettings {
                 file: settings.signing_key_file,

@@ -112,8 +112,9 @@ impl AuthService for AuthApi {
         request: Request<SignupRequest>,
     ) -> Result<Response<SignupResponse>, Status> {
         self.limit_client(Action::Signup, &request).await?;
+        let origin = origin(&request);
         let new_user = convert::new_user(request.into_inner(), self.password_min_length)?;
-        let user = self.accounts.signup(new_user).await?;
+        let user = self.accounts.signup(new_user, &origin).await?;
         Ok(Response::new(SignupResponse {
             user: Some(user.into()),
         }))
@@ -124,8 +125,9 @@ impl AuthService for AuthApi {
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
         self.limit_client(Action::Login, &request).await?;
+        let origin = origin(&request);
         let credentials = convert::credentials(request.into_inner())?;
-        let token = self.accounts.login(credentials).await?;
+        let token = self.accounts.login(credentials, &origin).await?;
         Ok(Response::new(token.into()))
     }
 
@@ -144,9 +146,10 @@ impl AuthService for AuthApi {
         request: Request<RefreshRequest>,
     ) -> Result<Response<RefreshResponse>, Status> {
         self.limit_client(Action::Refresh, &request).await?;
+        let origin = origin(&request);
         let request = request.into_inner();
         let token = convert::required("refresh_token", &request.refresh_token)?;
-        let tokens = self.accounts.refresh(token).await?;
+        let tokens = self.accounts.refresh(token, &origin).await?;
         Ok(Response::new(tokens.into()))
     }
 
@@ -156,7 +159,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<LogoutResponse>, Status> {
         let all_sessions = request.get_ref().all_sessions;
         self.accounts
-            .logout(claims(&request)?, all_sessions)
+            .logout(claims(&request)?, all_sessions, &origin(&request))
             .await?;
         Ok(Response::new(LogoutResponse {}))
     }
@@ -166,9 +169,12 @@ impl AuthService for AuthApi {
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
         let claims = claims(&request)?.clone();
+        let origin = origin(&request);
         let (current, new) =
             convert::password_change(request.into_inner(), self.password_min_length)?;
-        self.accounts.change_password(&claims, current, new).await?;
+        self.accounts
+            .change_password(&claims, current, new, &origin)
+            .await?;
         Ok(Response::new(ChangePasswordResponse {}))
     }
 

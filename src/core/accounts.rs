@@ -17,8 +17,11 @@ use crate::{
     core::tokens::{AccessToken, Subject, Tokens},
     domain::Error,
     domain::PasswordHash,
-    domain::{Credentials, NewUser, Password, User},
-    store::{Database, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
+    domain::{
+        Credentials, NewUser, Password, Roles, User,
+        audit::{Actor, AuditEvent, EventType, Origin},
+    },
+    store::{Database, NewSession, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
 };
 use signups::SignupLine;
 
@@ -68,18 +71,25 @@ impl Accounts {
     /// double submit or a flood of one address costs no bcrypt. Then hash,
     /// then insert, holding no connection during bcrypt; the unique index
     /// still decides races between replicas.
-    pub(crate) async fn signup(&self, new: NewUser) -> Result<User, Error> {
+    pub(crate) async fn signup(&self, new: NewUser, origin: &Origin) -> Result<User, Error> {
         let _turn = self.signups.turn(&new.email).await;
         if self.db.email_taken(&new.email).await? {
             return Err(Error::EmailTaken);
         }
         let slot = self.hasher.slot().await?;
         let password_hash = self.hasher.hash(slot, &new.password).await?;
+        let id = Uuid::now_v7();
         self.db
             .insert_user(NewUserRecord {
-                email: &new.email,
-                username: &new.username,
-                password_hash: &password_hash,
+                id,
+                email: new.email,
+                username: new.username,
+                password_hash,
+                roles: Roles::default(),
+                email_verified: false,
+                events: vec![
+                    AuditEvent::new(EventType::UserSignedUp, Actor::User(id), origin).user(id),
+                ],
             })
             .await
     }
@@ -88,16 +98,36 @@ impl Accounts {
     /// account throttle and one bcrypt verify, and end in the same error.
     /// Success starts a session, unless the password changed after it was
     /// verified here: then it is an old password, refused like any wrong one.
-    pub(crate) async fn login(&self, credentials: Credentials) -> Result<SessionTokens, Error> {
+    pub(crate) async fn login(
+        &self,
+        credentials: Credentials,
+        origin: &Origin,
+    ) -> Result<SessionTokens, Error> {
         let (user, password) = self
             .db
             .find_user_by_email(&credentials.email)
             .await?
             .unzip();
+        let failure = |kind| {
+            let event = AuditEvent::new(kind, Actor::Anonymous, origin);
+            match &user {
+                Some(user) => event.user(user.id),
+                // The address itself is not kept: it may be anyone's, or a
+                // password typed into the wrong field.
+                None => event.detail("email_hash", credentials.email.fingerprint()),
+            }
+        };
         let slot = self.hasher.slot().await?;
         // Counted only now that a hash is about to run: calls refused by a
         // full stage, or abandoned in its queue, never guessed anything.
-        self.limits.begin_login(&credentials.email).await?;
+        if let Err(error) = self.limits.begin_login(&credentials.email).await {
+            if matches!(error, Error::AccountLocked { .. }) {
+                self.db
+                    .record(vec![failure(EventType::LoginThrottled)])
+                    .await?;
+            }
+            return Err(error);
+        }
         let verified = self
             .hasher
             .verify(
@@ -106,29 +136,40 @@ impl Accounts {
                 password.as_ref().map(|password| &password.hash),
             )
             .await?;
-        let (user, password) = match (user, password) {
+        let failed = |reason: &str| failure(EventType::LoginFailed).detail("reason", reason);
+        let (user, password) = match (user.clone(), password) {
             (Some(user), Some(password)) if verified => (user, password),
             _ => {
                 self.limits.login_failed();
+                self.db.record(vec![failed("invalid_credentials")]).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
         if user.disabled {
+            self.db.record(vec![failed("disabled")]).await?;
             return Err(Error::AccountDisabled);
         }
         let refresh = RefreshToken::generate()?;
-        let Some(session_id) = self
+        let session_id = Uuid::now_v7();
+        let created = self
             .db
-            .create_session(
-                user.id,
-                password.version,
-                self.refresh_record(refresh.hash())?,
-            )
-            .await?
-        else {
+            .create_session(NewSession {
+                id: session_id,
+                user_id: user.id,
+                password_version: password.version,
+                refresh: self.refresh_record(refresh.hash())?,
+                events: vec![
+                    AuditEvent::new(EventType::LoginSucceeded, Actor::User(user.id), origin)
+                        .user(user.id)
+                        .session(session_id),
+                ],
+            })
+            .await?;
+        if !created {
             self.limits.login_failed();
+            self.db.record(vec![failed("invalid_credentials")]).await?;
             return Err(Error::InvalidCredentials);
-        };
+        }
         self.limits.login_succeeded(&credentials.email).await;
         self.rehash_if_outdated(&user, &password.hash, &credentials.password)
             .await;
@@ -146,7 +187,11 @@ impl Accounts {
 
     /// Spends a refresh token for the session's next tokens; see
     /// [`Database::rotate_refresh_token`] for the concurrency rules.
-    pub(crate) async fn refresh(&self, presented: &str) -> Result<SessionTokens, Error> {
+    pub(crate) async fn refresh(
+        &self,
+        presented: &str,
+        origin: &Origin,
+    ) -> Result<SessionTokens, Error> {
         let Some(presented) = RefreshToken::parse(presented) else {
             self.limits.refresh_token_invalid();
             return Err(Error::InvalidRefreshToken);
@@ -159,6 +204,7 @@ impl Accounts {
                 self.refresh_record(successor.hash())?,
                 presented.seal(&successor),
                 self.sessions.reuse_grace,
+                AuditEvent::new(EventType::RefreshReuseDetected, Actor::Anonymous, origin),
             )
             .await?;
         let (user_id, session_id, roles, refresh) = match rotation {
@@ -206,14 +252,26 @@ impl Accounts {
         self.live_session_user(claims).await.map(|(user, _)| user)
     }
 
-    pub(crate) async fn logout(&self, claims: &Claims, all_sessions: bool) -> Result<(), Error> {
+    pub(crate) async fn logout(
+        &self,
+        claims: &Claims,
+        all_sessions: bool,
+        origin: &Origin,
+    ) -> Result<(), Error> {
         let (user, _) = self.live_session_user(claims).await?;
-        let scope = if all_sessions {
-            Revoke::User(user.id)
+        let session_id = claims.session_id()?;
+        let event = AuditEvent::new(EventType::SessionRevoked, Actor::User(user.id), origin)
+            .user(user.id)
+            .session(session_id);
+        let (scope, event) = if all_sessions {
+            (Revoke::User(user.id), event.detail("reason", "logout_all"))
         } else {
-            Revoke::Session(claims.session_id()?)
+            (
+                Revoke::Session(session_id),
+                event.detail("reason", "logout"),
+            )
         };
-        self.db.revoke_sessions(scope).await
+        self.db.revoke_sessions(scope, event).await
     }
 
     /// Checks the current password, stores the new one and ends every other
@@ -225,6 +283,7 @@ impl Accounts {
         claims: &Claims,
         current: Password,
         new: Password,
+        origin: &Origin,
     ) -> Result<(), Error> {
         let (user, password) = self.live_session_user(claims).await?;
         let session_id = claims.session_id()?;
@@ -234,7 +293,7 @@ impl Accounts {
         // from Login, and the guess that reaches the threshold (or any
         // beyond it, sent in parallel) ends the session, refresh token too.
         if !self.limits.begin_password_change(session_id).await {
-            return self.end_guessing_session(session_id).await;
+            return self.end_guessing_session(&user, session_id, origin).await;
         }
         if !self
             .hasher
@@ -242,7 +301,7 @@ impl Accounts {
             .await?
         {
             if self.limits.password_change_exhausted(session_id).await {
-                return self.end_guessing_session(session_id).await;
+                return self.end_guessing_session(&user, session_id, origin).await;
             }
             return Err(Error::WrongPassword);
         }
@@ -251,13 +310,32 @@ impl Accounts {
         let new_hash = self.hasher.hash(slot, &new).await?;
         let changed = self
             .db
-            .change_password(user.id, password.version, session_id, new_hash)
+            .change_password(
+                user.id,
+                password.version,
+                session_id,
+                new_hash,
+                AuditEvent::new(EventType::PasswordChanged, Actor::User(user.id), origin)
+                    .user(user.id)
+                    .session(session_id),
+            )
             .await?;
         changed.then_some(()).ok_or(Error::PasswordChanged)
     }
 
-    async fn end_guessing_session(&self, session_id: Uuid) -> Result<(), Error> {
-        self.db.revoke_sessions(Revoke::Session(session_id)).await?;
+    async fn end_guessing_session(
+        &self,
+        user: &User,
+        session_id: Uuid,
+        origin: &Origin,
+    ) -> Result<(), Error> {
+        let event = AuditEvent::new(EventType::SessionRevoked, Actor::System, origin)
+            .user(user.id)
+            .session(session_id)
+            .detail("reason", "password_guessing");
+        self.db
+            .revoke_sessions(Revoke::Session(session_id), event)
+            .await?;
         tracing::warn!("too many wrong current passwords: session revoked");
         Err(Error::GuessingSessionEnded)
     }

@@ -17,7 +17,10 @@ use secrecy::ExposeSecret;
 use crate::{
     core::kek::{KekSettings, Keks},
     core::tokens::{KeyPair, Keyring, Tokens},
-    domain::Error,
+    domain::{
+        Error,
+        audit::{Actor, AuditEvent, EventType, Origin},
+    },
     store::{Database, StoredKey},
 };
 
@@ -73,6 +76,7 @@ pub(crate) async fn load(
                 &keks.seal(key.kid(), key.pkcs8_pem())?,
                 1,
                 Utc::now(),
+                stored_event(&key, 1),
             )
             .await?
         {
@@ -163,6 +167,7 @@ pub(crate) async fn rotate(
             &keks.seal(key.kid(), key.pkcs8_pem())?,
             generation,
             activates_at,
+            stored_event(&key, generation),
         )
         .await?;
     anyhow::ensure!(
@@ -174,6 +179,18 @@ pub(crate) async fn rotate(
         generation,
         activates_at,
     })
+}
+
+/// The audit event of a new signing key: authd's own doing, whether at
+/// startup, on schedule or at `authd keys rotate`.
+fn stored_event(key: &KeyPair, generation: i64) -> AuditEvent {
+    AuditEvent::new(
+        EventType::SigningKeyRotated,
+        Actor::System,
+        &Origin::default(),
+    )
+    .detail("kid", key.kid())
+    .detail("generation", generation.to_string())
 }
 
 /// What `authd keys rewrap` did.

@@ -82,6 +82,18 @@ pub(crate) struct Email {
 }
 
 impl Email {
+    /// A short, stable hash of the comparison key: lets the audit trail
+    /// tie failed logins on one unknown address together without storing
+    /// the address.
+    pub(crate) fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.key().as_bytes());
+        digest[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     pub(crate) fn parse(raw: &str) -> Result<Self, &'static str> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {

@@ -3,8 +3,8 @@ use diesel::prelude::*;
 use diesel::result::Error as QueryError;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use super::{Database, query_error, schema::signing_keys, with_conn};
-use crate::domain::Error;
+use super::{Database, audit::AppendAudit, query_error, schema::signing_keys, with_conn};
+use crate::domain::{Error, audit::AuditEvent};
 
 /// A signing key as stored. The private key is PKCS#8 PEM, or sealed under
 /// a key-encryption key (see `kek`); the store does not look inside.
@@ -41,27 +41,37 @@ impl Database {
             .map_err(query_error))
     }
 
-    /// Stores a key as `generation`. Returns false when another process
-    /// already stored that generation: exactly one key per generation wins.
+    /// Stores a key as `generation`, recording `event` with it. Returns
+    /// false, recording nothing, when another process already stored that
+    /// generation: exactly one key per generation wins.
     pub(crate) async fn insert_signing_key(
         &self,
         kid: &str,
         private_key: &str,
         generation: i64,
         activates_at: DateTime<Utc>,
+        event: AuditEvent,
     ) -> Result<bool, Error> {
-        with_conn!(self, |conn| diesel::insert_into(signing_keys::table)
-            .values((
-                signing_keys::kid.eq(kid),
-                signing_keys::private_key.eq(private_key),
-                signing_keys::generation.eq(generation),
-                signing_keys::created_at.eq(Utc::now().naive_utc()),
-                signing_keys::activates_at.eq(activates_at.naive_utc()),
-            ))
-            .on_conflict_do_nothing()
-            .execute(conn)
+        with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                let inserted = diesel::insert_into(signing_keys::table)
+                    .values((
+                        signing_keys::kid.eq(kid),
+                        signing_keys::private_key.eq(private_key),
+                        signing_keys::generation.eq(generation),
+                        signing_keys::created_at.eq(Utc::now().naive_utc()),
+                        signing_keys::activates_at.eq(activates_at.naive_utc()),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?
+                    == 1;
+                if inserted {
+                    conn.append_audit(std::slice::from_ref(&event)).await?;
+                }
+                Ok(inserted)
+            })
             .await
-            .map(|inserted| inserted == 1)
             .map_err(query_error))
     }
 

@@ -26,8 +26,9 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub(crate) use audit::AuditFilter;
 pub(crate) use keys::StoredKey;
-pub(crate) use sessions::{RefreshRecord, Revoke, Rotation};
+pub(crate) use sessions::{NewSession, RefreshRecord, Revoke, Rotation};
 pub(crate) use users::{NewUserRecord, StoredPassword};
 
 use secrecy::SecretString;

@@ -6,12 +6,16 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::{
-    Database, query_error, run_detached,
+    Database,
+    audit::AppendAudit,
+    query_error, run_detached,
     schema::{refresh_tokens, sessions, users},
     users::{StoredPassword, UserRow},
     with_conn,
 };
-use crate::{domain::Error, domain::PasswordHash, domain::Roles, domain::User};
+use crate::{
+    domain::Error, domain::PasswordHash, domain::Roles, domain::User, domain::audit::AuditEvent,
+};
 
 /// A refresh token to store: its hash and when it stops working.
 pub(crate) struct RefreshRecord {
@@ -96,24 +100,20 @@ impl Database {
     /// change in progress makes it wait and then re-check the version, and a
     /// change that starts later waits for this session to commit and then
     /// revokes it. On SQLite the write lock serializes the two.
-    pub(crate) async fn create_session(
-        &self,
-        user_id: Uuid,
-        password_version: i64,
-        refresh: RefreshRecord,
-    ) -> Result<Option<Uuid>, Error> {
+    pub(crate) async fn create_session(&self, session: NewSession) -> Result<bool, Error> {
         let db = self.clone();
-        run_detached(async move { db.open_session(user_id, password_version, &refresh).await })
-            .await
+        run_detached(async move { db.open_session(&session).await }).await
     }
 
-    async fn open_session(
-        &self,
-        user_id: Uuid,
-        password_version: i64,
-        refresh: &RefreshRecord,
-    ) -> Result<Option<Uuid>, Error> {
-        let session_id = Uuid::now_v7().to_string();
+    async fn open_session(&self, session: &NewSession) -> Result<bool, Error> {
+        let NewSession {
+            id,
+            user_id,
+            password_version,
+            refresh,
+            events,
+        } = session;
+        let session_id = id.to_string();
         let now = Utc::now().naive_utc();
         let (session_id_ref, user_id) = (&session_id, user_id.to_string());
         let created = with_conn!(self, |conn| conn
@@ -121,7 +121,7 @@ impl Database {
                 let current = diesel::update(
                     users::table
                         .find(&user_id)
-                        .filter(users::password_version.eq(password_version))
+                        .filter(users::password_version.eq(*password_version))
                         .filter(users::disabled_at.is_null()),
                 )
                 .set(users::password_version.eq(users::password_version))
@@ -147,12 +147,12 @@ impl Database {
                         refresh_tokens::expires_at.eq(refresh.expires_at.naive_utc()),
                     ))
                     .execute(conn)
-                    .await
-                    .map(|_| true)
+                    .await?;
+                conn.append_audit(events).await.map(|()| true)
             })
             .await
             .map_err(query_error))?;
-        created.then(|| uuid(&session_id)).transpose()
+        Ok(created)
     }
 
     /// Spends a refresh token and stores its successor, in one transaction.
@@ -165,21 +165,25 @@ impl Database {
         successor: RefreshRecord,
         successor_sealed: String,
         grace: Duration,
+        reuse: AuditEvent,
     ) -> Result<Rotation, Error> {
         let db = self.clone();
         run_detached(async move {
-            db.rotate(&presented_hash, &successor, &successor_sealed, grace)
+            db.rotate(&presented_hash, &successor, &successor_sealed, grace, reuse)
                 .await
         })
         .await
     }
 
+    /// `reuse` is recorded, with the session and its user, if the token
+    /// turns out to be reused.
     async fn rotate(
         &self,
         presented_hash: &str,
         successor: &RefreshRecord,
         successor_sealed: &str,
         grace: Duration,
+        reuse: AuditEvent,
     ) -> Result<Rotation, Error> {
         let now = Utc::now().naive_utc();
         let grace_start = now - chrono::Duration::from_std(grace).map_err(Error::internal)?;
@@ -245,6 +249,10 @@ impl Database {
                         .set(sessions::revoked_at.eq(now))
                         .execute(conn)
                         .await?;
+                    let mut reuse = reuse.clone();
+                    reuse.user_id = Uuid::parse_str(&user_id).ok();
+                    reuse.session_id = Uuid::parse_str(&session_id).ok();
+                    conn.append_audit(&[reuse]).await?;
                     return Ok(Outcome::Reused(session_id));
                 }
                 let successor_unspent = match &next_hash {
@@ -295,27 +303,40 @@ impl Database {
         row.map(UserRow::into_user).transpose()
     }
 
-    /// Revokes one session, or every live session of a user.
-    pub(crate) async fn revoke_sessions(&self, scope: Revoke) -> Result<(), Error> {
+    /// Revokes one session, or every live session of a user, and records
+    /// `event`.
+    pub(crate) async fn revoke_sessions(
+        &self,
+        scope: Revoke,
+        event: AuditEvent,
+    ) -> Result<(), Error> {
+        let db = self.clone();
+        run_detached(async move { db.end_sessions(scope, &event).await }).await
+    }
+
+    async fn end_sessions(&self, scope: Revoke, event: &AuditEvent) -> Result<(), Error> {
         let now = Utc::now().naive_utc();
-        with_conn!(self, |conn| {
-            let live = sessions::table.filter(sessions::revoked_at.is_null());
-            let revoked = match scope {
-                Revoke::Session(id) => {
-                    diesel::update(live.filter(sessions::id.eq(id.to_string())))
-                        .set(sessions::revoked_at.eq(now))
-                        .execute(conn)
-                        .await
-                }
-                Revoke::User(user_id) => {
-                    diesel::update(live.filter(sessions::user_id.eq(user_id.to_string())))
-                        .set(sessions::revoked_at.eq(now))
-                        .execute(conn)
-                        .await
-                }
-            };
-            revoked.map(drop).map_err(query_error)
-        })
+        with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                let live = sessions::table.filter(sessions::revoked_at.is_null());
+                match scope {
+                    Revoke::Session(id) => {
+                        diesel::update(live.filter(sessions::id.eq(id.to_string())))
+                            .set(sessions::revoked_at.eq(now))
+                            .execute(conn)
+                            .await?
+                    }
+                    Revoke::User(user_id) => {
+                        diesel::update(live.filter(sessions::user_id.eq(user_id.to_string())))
+                            .set(sessions::revoked_at.eq(now))
+                            .execute(conn)
+                            .await?
+                    }
+                };
+                conn.append_audit(std::slice::from_ref(event)).await
+            })
+            .await
+            .map_err(query_error))
     }
 
     /// Replaces the password verified at `verified_version` and revokes
@@ -332,10 +353,11 @@ impl Database {
         verified_version: i64,
         keep_session: Uuid,
         hash: PasswordHash,
+        event: AuditEvent,
     ) -> Result<bool, Error> {
         let db = self.clone();
         run_detached(async move {
-            db.replace_password(user_id, verified_version, keep_session, &hash)
+            db.replace_password(user_id, verified_version, keep_session, &hash, &event)
                 .await
         })
         .await
@@ -347,6 +369,7 @@ impl Database {
         verified_version: i64,
         keep_session: Uuid,
         hash: &PasswordHash,
+        event: &AuditEvent,
     ) -> Result<bool, Error> {
         let now = Utc::now().naive_utc();
         let (user_id, keep) = (user_id.to_string(), keep_session.to_string());
@@ -377,12 +400,24 @@ impl Database {
                 )
                 .set(sessions::revoked_at.eq(now))
                 .execute(conn)
-                .await
-                .map(|_| true)
+                .await?;
+                conn.append_audit(std::slice::from_ref(event))
+                    .await
+                    .map(|()| true)
             })
             .await
             .map_err(query_error))
     }
+}
+
+/// A session to start: its id, the user and the password version they
+/// proved, its first refresh token, and the events that record it.
+pub(crate) struct NewSession {
+    pub(crate) id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) password_version: i64,
+    pub(crate) refresh: RefreshRecord,
+    pub(crate) events: Vec<AuditEvent>,
 }
 
 /// Which sessions [`Database::revoke_sessions`] ends.

@@ -3,7 +3,7 @@ use diesel::{
     prelude::*,
     result::{DatabaseErrorKind, Error as QueryError},
 };
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 /// Rows read per round while backfilling keys: bounded memory on any table.
@@ -11,11 +11,11 @@ const BACKFILL_BATCH: i64 = 500;
 /// Conflicts named in the startup error; the rest are counted.
 const CONFLICTS_SHOWN: usize = 20;
 
-use super::{Database, query_error, schema::users, with_conn};
+use super::{Database, audit::AppendAudit, query_error, run_detached, schema::users, with_conn};
 use crate::{
     domain::Error,
     domain::PasswordHash,
-    domain::{Email, Roles, User, Username},
+    domain::{Email, Roles, User, Username, audit::AuditEvent},
 };
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -69,23 +69,27 @@ impl UserRow {
 }
 
 /// A user about to be stored, with the hash already computed so that no
-/// connection is held while bcrypt runs.
-pub(crate) struct NewUserRecord<'a> {
-    pub(crate) email: &'a Email,
-    pub(crate) username: &'a Username,
-    pub(crate) password_hash: &'a PasswordHash,
+/// connection is held while bcrypt runs, and the events that record it.
+pub(crate) struct NewUserRecord {
+    pub(crate) id: Uuid,
+    pub(crate) email: Email,
+    pub(crate) username: Username,
+    pub(crate) password_hash: PasswordHash,
+    pub(crate) roles: Roles,
+    pub(crate) email_verified: bool,
+    pub(crate) events: Vec<AuditEvent>,
 }
 
 impl Database {
-    /// Stores a new user. The unique index on the email's comparison key
-    /// turns a concurrent duplicate into [`Error::EmailTaken`], never a
-    /// second row.
-    pub(crate) async fn insert_user(&self, new: NewUserRecord<'_>) -> Result<User, Error> {
+    /// Stores a new user with its audit events. The unique index on the
+    /// email's comparison key turns a concurrent duplicate into
+    /// [`Error::EmailTaken`], never a second row.
+    pub(crate) async fn insert_user(&self, new: NewUserRecord) -> Result<User, Error> {
         // PostgreSQL keeps microseconds; truncating here means the value the
         // caller sees is the value a later read returns.
         let now = Utc::now().naive_utc().trunc_subsecs(6);
         let row = UserRow {
-            id: Uuid::now_v7().to_string(),
+            id: new.id.to_string(),
             email: new.email.as_str().to_owned(),
             email_key: Some(new.email.key().to_owned()),
             username: new.username.as_str().to_owned(),
@@ -93,16 +97,27 @@ impl Database {
             created_at: now,
             updated_at: now,
             password_version: 0,
-            roles: String::new(),
+            roles: new.roles.to_stored(),
             disabled_at: None,
-            email_verified: false,
+            email_verified: new.email_verified,
         };
-        let inserted = with_conn!(self, |conn| diesel::insert_into(users::table)
-            .values(&row)
-            .execute(conn)
-            .await);
+        let db = self.clone();
+        let events = new.events;
+        let (row, inserted) = run_detached(async move {
+            let inserted = with_conn!(&db, |conn| conn
+                .transaction::<_, QueryError, _>(async |conn| {
+                    diesel::insert_into(users::table)
+                        .values(&row)
+                        .execute(conn)
+                        .await?;
+                    conn.append_audit(&events).await
+                })
+                .await);
+            Ok((row, inserted))
+        })
+        .await?;
         match inserted {
-            Ok(_) => row.into_user().map(|(user, _)| user),
+            Ok(()) => row.into_user().map(|(user, _)| user),
             Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
                 Err(Error::EmailTaken)
             }

@@ -1,19 +1,39 @@
 //! The audit-trail RPCs of AdminService.
 
-use futures_util::stream::BoxStream;
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, stream::BoxStream};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-use super::{AdminApi, pb};
+use super::{AdminApi, page_token, pb};
+use crate::{
+    api::convert::{Violations, timestamp},
+    domain::{
+        Error,
+        audit::{EventType, RecordedEvent},
+    },
+    store::AuditFilter,
+};
 
 pub(crate) type EventStream = BoxStream<'static, Result<pb::WatchAuditEventsResponse, Status>>;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 500;
 
 pub(super) async fn list_audit_events(
     api: &AdminApi,
     request: Request<pb::ListAuditEventsRequest>,
 ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
     api.caller(&request).await?;
-    let _ = &api.audit;
-    Err(Status::unimplemented("not implemented yet"))
+    let request = request.into_inner();
+    let (filter, page_size, before) = parse_list(&request)?;
+    let (events, next) = api.audit.list(&filter, before, page_size).await?;
+    Ok(Response::new(pb::ListAuditEventsResponse {
+        events: events.into_iter().map(audit_event).collect(),
+        next_page_token: next
+            .map(|cursor| page_token::encode(&cursor.to_string(), &filters(&request)))
+            .unwrap_or_default(),
+    }))
 }
 
 pub(super) async fn watch_audit_events(
@@ -21,5 +41,147 @@ pub(super) async fn watch_audit_events(
     request: Request<pb::WatchAuditEventsRequest>,
 ) -> Result<Response<EventStream>, Status> {
     api.caller(&request).await?;
-    Err(Status::unimplemented("not implemented yet"))
+    let cursor = parse_cursor(&request.get_ref().cursor)?;
+    let events = api.audit.watch(cursor)?.map(|event| {
+        event
+            .map(|event| pb::WatchAuditEventsResponse {
+                event: Some(audit_event(event)),
+            })
+            .map_err(Status::from)
+    });
+    Ok(Response::new(events.boxed()))
+}
+
+/// The request's filters as text, which its page tokens are bound to.
+fn filters(request: &pb::ListAuditEventsRequest) -> [String; 5] {
+    let time = |t: &Option<prost_types::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    [
+        request.user_id.clone(),
+        request.actor_id.clone(),
+        request.r#type.clone(),
+        time(&request.since),
+        time(&request.until),
+    ]
+}
+
+fn parse_list(
+    request: &pb::ListAuditEventsRequest,
+) -> Result<(AuditFilter, usize, Option<i64>), Error> {
+    let mut violations = Violations::default();
+    let page_size = violations.check("page_size", page_size(request.page_size));
+    let user_id = violations.check("user_id", optional_uuid(&request.user_id));
+    let actor_id = violations.check("actor_id", actor_id(&request.actor_id));
+    let kind = violations.check("type", event_type(&request.r#type));
+    let since = violations.check("since", optional_time(request.since));
+    let until = violations.check("until", optional_time(request.until));
+    let before = match page_token::decode(&request.page_token, &filters(request)) {
+        Ok(position) => violations.check(
+            "page_token",
+            position
+                .map(|cursor| cursor.parse::<i64>())
+                .transpose()
+                .map_err(|_| "is not a page token of this list"),
+        ),
+        Err(Error::InvalidArgument(found)) => {
+            for violation in found {
+                violations.push(violation.field, violation.description);
+            }
+            None
+        }
+        Err(error) => return Err(error),
+    };
+    violations.finish()?;
+    let filter = AuditFilter {
+        user_id: user_id.flatten(),
+        actor_id: actor_id.flatten(),
+        kind: kind.flatten(),
+        since: since.flatten(),
+        until: until.flatten(),
+    };
+    Ok((
+        filter,
+        page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+        before.flatten(),
+    ))
+}
+
+/// A page size: 0 means the default.
+pub(super) fn page_size(requested: i32) -> Result<usize, &'static str> {
+    match usize::try_from(requested) {
+        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
+        Ok(size) if size <= MAX_PAGE_SIZE => Ok(size),
+        _ => Err("must be between 0 (the default, 50) and 500"),
+    }
+}
+
+fn optional_uuid(raw: &str) -> Result<Option<Uuid>, &'static str> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    Uuid::parse_str(raw)
+        .map(Some)
+        .map_err(|_| "must be an id (a UUID)")
+}
+
+fn actor_id(raw: &str) -> Result<Option<String>, &'static str> {
+    match raw {
+        "" => Ok(None),
+        "system" => Ok(Some(raw.to_owned())),
+        _ => Uuid::parse_str(raw)
+            .map(|id| Some(id.to_string()))
+            .map_err(|_| "must be a user or service account id, or \"system\""),
+    }
+}
+
+fn event_type(raw: &str) -> Result<Option<EventType>, &'static str> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    EventType::parse(raw)
+        .map(Some)
+        .ok_or("is not an audit event type (see admin.proto)")
+}
+
+fn optional_time(
+    raw: Option<prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, &'static str> {
+    raw.map(|time| {
+        u32::try_from(time.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(time.seconds, nanos))
+            .ok_or("is not a valid timestamp")
+    })
+    .transpose()
+}
+
+/// A WatchAuditEvents cursor: empty for the start of the trail.
+fn parse_cursor(raw: &str) -> Result<i64, Error> {
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    let mut violations = Violations::default();
+    let cursor = violations.check(
+        "cursor",
+        raw.parse::<i64>()
+            .ok()
+            .filter(|cursor| *cursor >= 0)
+            .ok_or("is not a cursor of an audit event"),
+    );
+    violations.finish()?;
+    Ok(cursor.unwrap_or_default())
+}
+
+fn audit_event(event: RecordedEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        cursor: event.cursor.to_string(),
+        time: Some(timestamp(event.time)),
+        r#type: event.kind,
+        actor_id: event.actor_id.unwrap_or_default(),
+        user_id: event.user_id.unwrap_or_default(),
+        session_id: event.session_id.unwrap_or_default(),
+        client_address: event.client_address.unwrap_or_default(),
+        request_id: event.request_id.unwrap_or_default(),
+        details: event.details.into_iter().collect(),
+        actor_type: event.actor_type.unwrap_or_default(),
+    }
 }
