@@ -11,6 +11,8 @@ mod support;
 
 mod architecture;
 
+mod audit;
+
 mod cli;
 mod clients;
 mod credentials;
