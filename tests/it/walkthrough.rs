@@ -12,6 +12,15 @@ async fn the_readme_grpcurl_walkthrough_runs() {
     let readme = fs::read_to_string(README).expect("README.md");
     let app = TestApp::spawn(Backend::Sqlite).await;
     let script = walkthrough(&readme).replace("127.0.0.1:50051", &app.addr.to_string());
+    let mut path = grpcurl_path().await;
+    // The admin part bootstraps its admin with the `authd` binary, on the
+    // service's database.
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_authd"))
+        .parent()
+        .expect("the binary's directory")
+        .to_owned();
+    path = env::join_paths(std::iter::once(binary).chain(env::split_paths(&path))).expect("PATH");
+    let database_url = app.db.url.clone();
     let email = script
         .split_once(r#""email": ""#)
         .and_then(|(_, rest)| rest.split_once('"'))
@@ -19,13 +28,13 @@ async fn the_readme_grpcurl_walkthrough_runs() {
         .0
         .to_owned();
 
-    let path = grpcurl_path().await;
     // One shell, as a reader would use: later commands read the variables
     // earlier ones set.
     let output = tokio::task::spawn_blocking(move || {
         Command::new("bash")
             .args(["-euo", "pipefail", "-c", &script])
             .env("PATH", path)
+            .env("DATABASE_URL", database_url)
             .output()
             .expect("run bash")
     })
@@ -35,9 +44,20 @@ async fn the_readme_grpcurl_walkthrough_runs() {
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let answers = stdout.matches(&format!(r#""email": "{email}""#)).count();
-    assert_eq!(answers, 2, "Signup and GetMe name {email}: {stdout}");
+    assert_eq!(
+        answers, 3,
+        "Signup, GetMe and ListUsers name {email}: {stdout}"
+    );
     assert!(stdout.contains(r#""active": true"#), "{stdout}");
     assert!(stdout.contains(r#""kty":"OKP""#), "the JWKS: {stdout}");
+    assert!(
+        stdout.contains("auth.admin.v1.AdminService\n"),
+        "reflection lists AdminService: {stdout}"
+    );
+    assert!(
+        stdout.contains(r#""type": "user.signed_up""#),
+        "the service account reads the audit trail: {stdout}"
+    );
 }
 
 /// grpcurl learns the error detail types from reflection, so it prints a
@@ -83,19 +103,27 @@ async fn grpcurl_path() -> std::ffi::OsString {
     env::join_paths(path).expect("PATH")
 }
 
-/// The first two ```sh blocks under "## Try it with grpcurl": the tour, and
-/// the rest of a session's life that continues in the same shell.
+/// The first two ```sh blocks under "## Try it with grpcurl" (the tour, and
+/// the rest of a session's life that continues in the same shell), then the
+/// one under "### The admin API", which continues it.
 fn walkthrough(readme: &str) -> String {
+    let mut blocks = sh_blocks(readme, "\n## Try it with grpcurl\n", "\n## ");
+    assert_eq!(blocks.len(), 2, "two sh blocks in the grpcurl tour");
+    let admin = sh_blocks(readme, "\n### The admin API\n", "\n#");
+    assert_eq!(admin.len(), 1, "one sh block for the admin API");
+    blocks.extend(admin);
+    blocks.join("\n")
+}
+
+/// The ```sh blocks after `heading`, up to the next `end`.
+fn sh_blocks<'a>(readme: &'a str, heading: &str, end: &str) -> Vec<&'a str> {
     let (_, section) = readme
-        .split_once("\n## Try it with grpcurl\n")
-        .expect("the README has the grpcurl section");
-    let section = section.split("\n## ").next().unwrap_or_default();
-    let blocks: Vec<&str> = section
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("the README has {heading:?}"));
+    let section = section.split(end).next().unwrap_or_default();
+    section
         .split("```sh\n")
         .skip(1)
-        .take(2)
         .map(|block| block.split_once("```").expect("a closed code block").0)
-        .collect();
-    assert_eq!(blocks.len(), 2, "two sh blocks in {section}");
-    blocks.join("\n")
+        .collect()
 }
