@@ -50,3 +50,4 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_events_occurred_at_idx ON audit_events (occurred_at);
 CREATE INDEX audit_events_user_id_idx ON audit_events (user_id, id);
 CREATE INDEX audit_events_actor_id_idx ON audit_events (actor_id, id);
+CREATE INDEX audit_events_event_type_idx ON audit_events (event_type, id);
