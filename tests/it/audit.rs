@@ -16,6 +16,7 @@ backend_tests!(
     a_watch_sees_events_of_every_replica_and_resumes_without_gaps,
     concurrent_changes_reach_a_watch_once_each_in_order,
     events_older_than_the_retention_are_deleted,
+    a_throttled_login_is_recorded,
 );
 
 const ADMIN: &str = "root@example.com";
@@ -495,4 +496,27 @@ async fn events_older_than_the_retention_are_deleted(backend: Backend) {
         !of_type(&app, &token, "login.succeeded").await.is_empty(),
         "recent ones kept"
     );
+}
+
+async fn a_throttled_login_is_recorded(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--lockout-threshold", "2"]).await;
+    let (_, token) = app.user_with_roles(ADMIN, &["admin"]).await;
+    let user = app
+        .signup("target@example.com", PASSWORD, "t")
+        .await
+        .expect("signup");
+    for _ in 0..2 {
+        app.login("target@example.com", "not the password")
+            .await
+            .expect_err("wrong password");
+    }
+    let status = app
+        .login("target@example.com", PASSWORD)
+        .await
+        .expect_err("throttled");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let throttled = of_type(&app, &token, "login.throttled").await;
+    assert_eq!(throttled.len(), 1, "{throttled:?}");
+    assert_eq!(throttled[0].user_id, user.id);
+    assert_eq!(of_type(&app, &token, "login.failed").await.len(), 2);
 }
