@@ -6,7 +6,7 @@ use authd::api::proto::admin::{
 use futures_util::StreamExt;
 use tonic::{Code, Streaming};
 
-use crate::support::{Backend, PASSWORD, TestApp, authorized, backend_tests};
+use crate::support::{Backend, PASSWORD, Process, TestApp, TestDb, authorized, backend_tests};
 
 backend_tests!(
     account_events_are_recorded_without_personal_data,
@@ -17,6 +17,7 @@ backend_tests!(
     concurrent_changes_reach_a_watch_once_each_in_order,
     events_older_than_the_retention_are_deleted,
     a_throttled_login_is_recorded,
+    a_killed_process_leaves_no_change_without_its_event,
 );
 
 const ADMIN: &str = "root@example.com";
@@ -519,4 +520,50 @@ async fn a_throttled_login_is_recorded(backend: Backend) {
     assert_eq!(throttled.len(), 1, "{throttled:?}");
     assert_eq!(throttled[0].user_id, user.id);
     assert_eq!(of_type(&app, &token, "login.failed").await.len(), 2);
+}
+
+/// Changes and their events commit together: killed in the middle of a
+/// stream of signups, authd leaves neither a user without its event nor an
+/// event without its user.
+async fn a_killed_process_leaves_no_change_without_its_event(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    let mut process = Process::start(
+        &db,
+        &["--signup-rate", "100000/min", "--hash-queue", "1000"],
+    );
+    let app = Arc::new(process.app(&db));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let email = format!("k{writer}-{n}@example.com");
+                    if app.signup(&email, PASSWORD, "k").await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    process.child.kill().expect("SIGKILL");
+    process.child.wait().expect("reaped");
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let users = db.count("SELECT COUNT(*) AS n FROM users").await;
+    assert!(users > 0, "some signups committed before the kill");
+    let orphans = db
+        .count(
+            "SELECT COUNT(*) AS n FROM users u WHERE NOT EXISTS (SELECT 1 FROM audit_events e \
+             WHERE e.user_id = u.id AND e.event_type = 'user.signed_up')",
+        )
+        .await;
+    let phantoms = db
+        .count(
+            "SELECT COUNT(*) AS n FROM audit_events e WHERE e.event_type = 'user.signed_up' \
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = e.user_id)",
+        )
+        .await;
+    assert_eq!((orphans, phantoms), (0, 0), "of {users} users");
 }
