@@ -210,7 +210,7 @@ async fn a_service_token_is_an_access_token_for_the_account(backend: Backend) {
 
     // At authd: AdminService serves it, IntrospectToken calls it active.
     let accounts = list(&app, &token).await.expect("a service token lists");
-    assert_eq!(accounts, [account.clone()]);
+    assert_eq!(accounts, std::slice::from_ref(&account));
     let introspected = app.introspect(&token).await.expect("introspect");
     assert!(introspected.active);
     assert_eq!(introspected.client_id, account.id);
