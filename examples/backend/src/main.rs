@@ -9,6 +9,11 @@
 //!   -H "authorization: Bearer $TOKEN" 127.0.0.1:50052 greeter.v1.GreeterService/Greet
 //! ```
 //!
+//! `Broadcast` also needs the role `greeter:broadcast` in the token, e.g. a
+//! service account's from `authd service-accounts create announcer --role
+//! greeter:broadcast` and IssueServiceToken: that is one
+//! `require_role` on the layer.
+//!
 //! Settings: `AUTHD_JWKS_URL` (http:// or https://), `AUTHD_JWKS_CA_FILE`
 //! (the PEM CA to trust for an https:// JWKS instead of the system's roots),
 //! `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must
