@@ -28,12 +28,16 @@ use crate::{
     core::tokens::Tokens,
     core::{
         accounts::Accounts,
-        admin::Admin,
+        admin::{Admin, service_accounts},
         audit::Audit,
         hasher::Hasher,
         kek::Keks,
         keys::{self, KeySettings},
         throttle::Limits,
+    },
+    domain::{
+        Roles, Username,
+        audit::{Actor, Origin},
     },
     infra::{
         metrics::{self, Metrics},
@@ -369,6 +373,35 @@ pub async fn rewrap_keys(config: &Config) -> anyhow::Result<keys::Rewrapped> {
     let database = connect_and_migrate(config).await?;
     let keks = Keks::load(&config.keys.encryption).await?;
     keys::rewrap(&database, &keks).await
+}
+
+/// What `authd service-accounts create` made: the key exists only here.
+pub struct ServiceAccountCreated {
+    pub id: uuid::Uuid,
+    pub api_key: secrecy::SecretString,
+}
+
+/// `authd service-accounts create`: a service account and its first key,
+/// recorded in the audit trail as done by the system, then stop.
+pub async fn create_service_account(
+    config: &Config,
+    name: &str,
+    roles: &[String],
+) -> anyhow::Result<ServiceAccountCreated> {
+    let name = Username::parse(name)
+        .map_err(|why| anyhow::anyhow!("invalid service account name: {why}"))?;
+    let roles = Roles::parse(roles.iter().map(String::as_str))
+        .map_err(|why| anyhow::anyhow!("invalid --role: {why}"))?;
+    let database = connect_and_migrate(config).await?;
+    let by = service_accounts::By {
+        actor: Actor::System,
+        origin: &Origin::default(),
+    };
+    let created = service_accounts::create_service_account(&database, name, roles, by).await?;
+    Ok(ServiceAccountCreated {
+        id: created.account.id,
+        api_key: created.api_key.encode().into(),
+    })
 }
 
 async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {

@@ -37,7 +37,7 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve gRPC (the default).
     Serve,
@@ -46,6 +46,22 @@ pub enum Command {
     /// Manage the signing keys kept in the database.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage service accounts, directly in the database.
+    #[command(subcommand)]
+    ServiceAccounts(ServiceAccountsCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ServiceAccountsCommand {
+    /// Create a service account with one API key, printed once: only its
+    /// hash is stored. Recorded in the audit trail as done by "system".
+    Create {
+        /// A unique name: 1 to 64 characters, as a username.
+        name: String,
+        /// A role its tokens carry, e.g. admin; repeat for several.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]

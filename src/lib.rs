@@ -17,6 +17,9 @@ mod fuzz;
 mod infra;
 mod store;
 
-pub use app::{Application, migrate, rewrap_keys, rotate_keys, shutdown_signal};
+pub use app::{
+    Application, ServiceAccountCreated, create_service_account, migrate, rewrap_keys, rotate_keys,
+    shutdown_signal,
+};
 pub use core::keys::{Rewrapped, Rotated};
 pub use infra::telemetry;

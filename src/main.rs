@@ -2,10 +2,11 @@ use std::process::ExitCode;
 
 use authd::{
     Application,
-    config::{Cli, Command, Config, KeysCommand},
+    config::{Cli, Command, Config, KeysCommand, ServiceAccountsCommand},
     telemetry,
 };
 use clap::Parser;
+use secrecy::ExposeSecret;
 
 /// glibc's allocator keeps memory freed by many threads in per-thread
 /// arenas, so a burst of connections left authd's resident memory high long
@@ -52,6 +53,17 @@ async fn main() -> ExitCode {
                 rewrapped.count, rewrapped.kek_id
             );
         }),
+        Command::ServiceAccounts(ServiceAccountsCommand::Create { name, roles }) => {
+            authd::create_service_account(&config, &name, &roles)
+                .await
+                .map(|created| {
+                    println!("created service account {}", created.id);
+                    println!(
+                        "API key (shown only now; keep it secret): {}",
+                        created.api_key.expose_secret()
+                    );
+                })
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

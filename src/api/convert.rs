@@ -154,6 +154,14 @@ impl From<SessionTokens> for proto::LoginResponse {
     }
 }
 
+pub(crate) fn service_token(token: &AccessToken) -> proto::IssueServiceTokenResponse {
+    proto::IssueServiceTokenResponse {
+        access_token: token.token.expose_secret().to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in: expires_in(token),
+    }
+}
+
 impl From<SessionTokens> for proto::RefreshResponse {
     fn from(tokens: SessionTokens) -> Self {
         let login = proto::LoginResponse::from(tokens);

@@ -193,8 +193,9 @@ impl AuthService for AuthApi {
         request: Request<IssueServiceTokenRequest>,
     ) -> Result<Response<IssueServiceTokenResponse>, Status> {
         self.limit_client(Action::Login, &request).await?;
-        Err(Status::unimplemented(
-            "IssueServiceToken is not implemented yet",
-        ))
+        let origin = origin(&request);
+        let api_key = convert::required("api_key", &request.get_ref().api_key)?;
+        let token = self.accounts.issue_service_token(api_key, &origin).await?;
+        Ok(Response::new(convert::service_token(&token)))
     }
 }

@@ -2,6 +2,7 @@
 //! already-validated domain values; outputs are domain values or an
 //! [`Error`].
 
+mod service_tokens;
 mod signups;
 
 use std::{sync::Arc, time::Duration};
@@ -340,12 +341,19 @@ impl Accounts {
         Err(Error::GuessingSessionEnded)
     }
 
-    /// A token's claims if it is active right now: valid and its session
-    /// live. Anything else is simply inactive.
+    /// A token's claims if it is active right now: valid, and its session
+    /// live or its service account still there. Anything else is simply
+    /// inactive.
     pub(crate) async fn introspect(&self, token: &str) -> Result<Option<Claims>, Error> {
         let Ok(claims) = self.tokens.verify(token) else {
             return Ok(None);
         };
+        if claims.is_service() {
+            let Ok(id) = claims.user_id() else {
+                return Ok(None);
+            };
+            return Ok(self.db.service_account_exists(id).await?.then_some(claims));
+        }
         match self.live_session_user(&claims).await {
             Ok(_) => Ok(Some(claims)),
             Err(Error::InvalidToken) => Ok(None),

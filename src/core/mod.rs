@@ -5,6 +5,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod admin;
+pub(crate) mod api_key;
 pub(crate) mod audit;
 pub(crate) mod hasher;
 pub(crate) mod kek;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub(crate) mod audit;
 mod error;
 pub(crate) mod roles;
+pub(crate) mod service_account;
 
 pub(crate) use error::{Error, FieldViolation};
 pub(crate) use roles::{Role, Roles};

@@ -27,6 +27,7 @@ mod observability;
 mod overload;
 mod processes;
 mod server;
+mod service_accounts;
 mod sessions;
 mod signup;
 mod tls;

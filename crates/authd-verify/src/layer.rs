@@ -220,8 +220,81 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
+    use tonic::Code;
 
     use super::*;
+
+    const REFUND: &str = "/shop.v1.Orders/Refund";
+
+    /// Accepts two tokens: "clerk" without roles, "accountant" with
+    /// billing:write.
+    struct TwoTokens;
+
+    impl TokenVerifier for TwoTokens {
+        fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Claims>> {
+            let roles = match token {
+                "clerk" => vec![],
+                "accountant" => vec!["billing:write".to_owned()],
+                _ => return Box::pin(async { None }),
+            };
+            let claims = Claims {
+                iss: "authd".into(),
+                sub: "0190a7b0-0000-7000-8000-000000000000".into(),
+                aud: "authd".into(),
+                exp: 0,
+                iat: 0,
+                nbf: 0,
+                jti: "jti".into(),
+                sid: None,
+                roles,
+                client_id: None,
+            };
+            Box::pin(async move { Some(claims) })
+        }
+    }
+
+    /// Answers OK if the layer handed it the caller's claims.
+    #[derive(Clone)]
+    struct Handler;
+
+    impl Service<Request<()>> for Handler {
+        type Response = Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<'static, Result<Response<Body>, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<()>) -> Self::Future {
+            let status = match request.extensions().get::<Claims>() {
+                Some(_) => Status::ok("handled"),
+                None => Status::internal("no claims"),
+            };
+            Box::pin(async move { Ok(status.into_http()) })
+        }
+    }
+
+    async fn call(path: &str, token: &str) -> Code {
+        let mut service = RequireBearerLayer::new(Arc::new(TwoTokens))
+            .require_role(REFUND, "billing:write")
+            .layer(Handler);
+        let request = Request::builder()
+            .uri(path)
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .expect("request");
+        let response = service.call(request).await.expect("infallible");
+        Status::from_header_map(response.headers()).map_or(Code::Ok, |status| status.code())
+    }
+
+    #[tokio::test]
+    async fn a_method_with_a_role_needs_a_token_carrying_it() {
+        assert_eq!(call(REFUND, "clerk").await, Code::PermissionDenied);
+        assert_eq!(call(REFUND, "accountant").await, Code::Ok);
+        assert_eq!(call(REFUND, "forged").await, Code::Unauthenticated);
+        assert_eq!(call("/shop.v1.Orders/List", "clerk").await, Code::Ok);
+    }
 
     fn headers(name: http::HeaderName, values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();

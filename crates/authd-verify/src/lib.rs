@@ -18,6 +18,20 @@
 //! # }
 //! ```
 //!
+//! A method that only some callers may use needs one more line: a valid
+//! token without the role gets `PERMISSION_DENIED`, naming the role.
+//!
+//! ```no_run
+//! # use authd_verify::{JwksVerifier, RequireBearerLayer};
+//! # fn layer(verifier: std::sync::Arc<JwksVerifier>) -> RequireBearerLayer<JwksVerifier> {
+//! RequireBearerLayer::new(verifier).require_role("/shop.v1.Orders/Refund", "billing:write")
+//! # }
+//! ```
+//!
+//! Roles are those the user or service account had when the token was
+//! issued ([`Claims::roles`], [`Claims::has_role`]). A service account's
+//! token has a `client_id` and no session ([`Claims::is_service`]).
+//!
 //! Verification needs no call to authd per request, so it cannot see a
 //! session that was revoked there: a token stays acceptable until it expires.
 //! A service that must honour logout at once calls authd's `IntrospectToken`.

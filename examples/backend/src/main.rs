@@ -9,6 +9,11 @@
 //!   -H "authorization: Bearer $TOKEN" 127.0.0.1:50052 greeter.v1.GreeterService/Greet
 //! ```
 //!
+//! `Broadcast` also needs the role `greeter:broadcast` in the token, e.g. a
+//! service account's from `authd service-accounts create announcer --role
+//! greeter:broadcast` and IssueServiceToken: that is one
+//! `require_role` on the layer.
+//!
 //! Settings: `AUTHD_JWKS_URL` (http:// or https://), `AUTHD_JWKS_CA_FILE`
 //! (the PEM CA to trust for an https:// JWKS instead of the system's roots),
 //! `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must
@@ -24,7 +29,7 @@ use tonic::{Request, Response, Status, transport::Server};
 use tower::ServiceBuilder;
 
 use proto::{
-    GreetRequest, GreetResponse,
+    BroadcastRequest, BroadcastResponse, GreetRequest, GreetResponse,
     greeter_service_server::{GreeterService, GreeterServiceServer},
 };
 
@@ -34,7 +39,20 @@ mod proto {
     tonic::include_proto!("greeter.v1");
 }
 
+/// The role Broadcast needs: the layer checks it, so the handler need not.
+const BROADCAST_ROLE: &str = "greeter:broadcast";
+const BROADCAST_PATH: &str = "/greeter.v1.GreeterService/Broadcast";
+
 struct Greeter;
+
+/// The caller's claims. The layer refuses requests without them; this
+/// guards against serving a handler without the layer.
+fn claims<T>(request: &Request<T>) -> Result<&Claims, Status> {
+    request
+        .extensions()
+        .get::<Claims>()
+        .ok_or_else(|| Status::unauthenticated(INVALID_TOKEN))
+}
 
 #[tonic::async_trait]
 impl GreeterService for Greeter {
@@ -42,27 +60,30 @@ impl GreeterService for Greeter {
         &self,
         request: Request<GreetRequest>,
     ) -> Result<Response<GreetResponse>, Status> {
-        // The layer refuses requests without claims; this guards against
-        // serving the handler without the layer.
-        let claims = request
-            .extensions()
-            .get::<Claims>()
-            .ok_or_else(|| Status::unauthenticated(INVALID_TOKEN))?;
         Ok(Response::new(GreetResponse {
-            message: format!("Hello, {}!", claims.sub),
+            message: format!("Hello, {}!", claims(&request)?.sub),
+        }))
+    }
+
+    async fn broadcast(
+        &self,
+        request: Request<BroadcastRequest>,
+    ) -> Result<Response<BroadcastResponse>, Status> {
+        Ok(Response::new(BroadcastResponse {
+            message: format!("Hello, everyone, from {}!", claims(&request)?.sub),
         }))
     }
 }
 
 /// Serves the greeter on `listener` until `shutdown` completes. Every method
-/// needs a token that `verifier` accepts.
+/// needs a token that `verifier` accepts; Broadcast also needs its role.
 async fn serve(
     listener: TcpListener,
     verifier: Arc<JwksVerifier>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let greeter = ServiceBuilder::new()
-        .layer(RequireBearerLayer::new(verifier))
+        .layer(RequireBearerLayer::new(verifier).require_role(BROADCAST_PATH, BROADCAST_ROLE))
         .service(GreeterServiceServer::new(Greeter));
     Server::builder()
         .add_service(greeter)
@@ -129,9 +150,13 @@ mod tests {
         api::well_known::JWKS_PATH,
         config::{Cli, Config},
     };
-    use authd_client::v1::{LoginRequest, SignupRequest, auth_service_client::AuthServiceClient};
+    use authd_client::v1::{
+        IssueServiceTokenRequest, LoginRequest, SignupRequest,
+        auth_service_client::AuthServiceClient,
+    };
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use clap::Parser;
+    use secrecy::ExposeSecret;
     use tonic::{Code, transport::Channel};
 
     use super::{proto::greeter_service_client::GreeterServiceClient, *};
@@ -163,8 +188,15 @@ mod tests {
         Ok(client.greet(request).await?.into_inner().message)
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_greeter_accepts_only_valid_authd_tokens() {
+    /// An authd serving in-process on a fresh SQLite file.
+    struct Authd {
+        addr: SocketAddr,
+        config: Config,
+        server: tokio::task::JoinHandle<anyhow::Result<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn authd() -> Authd {
         let dir = tempfile::tempdir().expect("temp dir");
         let database = format!("sqlite://{}", dir.path().join("authd.db").display());
         let cli = Cli::try_parse_from([
@@ -179,12 +211,18 @@ mod tests {
         .expect("settings");
         let config = Config::try_from(cli.settings).expect("config");
         let app = Application::build(&config).await.expect("authd");
-        let authd = app.local_addr().expect("addr");
+        let addr = app.local_addr().expect("addr");
         let server = tokio::spawn(app.run_until(std::future::pending()));
+        Authd {
+            addr,
+            config,
+            server,
+            _dir: dir,
+        }
+    }
 
-        let mut auth = AuthServiceClient::connect(format!("http://{authd}"))
-            .await
-            .expect("connect");
+    /// A user's access token: no roles.
+    async fn user_token(auth: &mut AuthServiceClient<Channel>) -> (String, String) {
         let (email, password) = ("ada@example.com", "correct horse battery");
         let user = auth
             .signup(SignupRequest {
@@ -206,10 +244,25 @@ mod tests {
             .expect("login")
             .into_inner()
             .access_token;
+        (user.id, token)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_greeter_accepts_only_valid_authd_tokens() {
+        let Authd {
+            addr: authd,
+            server,
+            ..
+        } = authd().await;
+
+        let mut auth = AuthServiceClient::connect(format!("http://{authd}"))
+            .await
+            .expect("connect");
+        let (user_id, token) = user_token(&mut auth).await;
 
         let mut client = greeter(authd, "authd").await;
         let greeting = greet(&mut client, Some(&token)).await.expect("greeting");
-        assert_eq!(greeting, format!("Hello, {}!", user.id));
+        assert_eq!(greeting, format!("Hello, {user_id}!"));
 
         // The same claims and signature under a key id authd never published.
         let (_, signed) = token.split_once('.').expect("a JWT");
@@ -228,5 +281,53 @@ mod tests {
         assert_eq!(status.code(), Code::Unauthenticated);
 
         server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn broadcast_needs_the_role_in_the_token() {
+        let authd = authd().await;
+        let mut auth = AuthServiceClient::connect(format!("http://{}", authd.addr))
+            .await
+            .expect("connect");
+        let (_, user_token) = user_token(&mut auth).await;
+        let account =
+            authd::create_service_account(&authd.config, "announcer", &[BROADCAST_ROLE.to_owned()])
+                .await
+                .expect("service account");
+        let service_token = auth
+            .issue_service_token(IssueServiceTokenRequest {
+                api_key: account.api_key.expose_secret().to_owned(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token;
+
+        let mut client = greeter(authd.addr, "authd").await;
+        let broadcast = |token: String| {
+            let mut client = client.clone();
+            async move {
+                let mut request = Request::new(BroadcastRequest {});
+                let value = format!("Bearer {token}").parse().expect("metadata");
+                request.metadata_mut().insert("authorization", value);
+                client
+                    .broadcast(request)
+                    .await
+                    .map(|r| r.into_inner().message)
+            }
+        };
+        let denied = broadcast(user_token.clone()).await.expect_err("no role");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert!(denied.message().contains(BROADCAST_ROLE), "{denied:?}");
+        assert_eq!(
+            broadcast(service_token).await.expect("broadcast"),
+            format!("Hello, everyone, from {}!", account.id)
+        );
+        // Greet still needs no role.
+        greet(&mut client, Some(&user_token))
+            .await
+            .expect("greeting");
+
+        authd.server.abort();
     }
 }

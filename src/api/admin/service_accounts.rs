@@ -1,15 +1,88 @@
 //! The service-account RPCs of AdminService.
 
+use chrono::{DateTime, SubsecRound, Utc};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
-use super::{AdminApi, pb};
+use super::{AdminApi, Caller, pb};
+use crate::{
+    api::convert::{Violations, timestamp},
+    core::admin::service_accounts::By,
+    domain::{Error, Roles, Username, service_account::ServiceAccount},
+};
+
+impl Caller {
+    fn by(&self) -> By<'_> {
+        By {
+            actor: self.actor,
+            origin: &self.origin,
+        }
+    }
+}
+
+fn account(account: ServiceAccount) -> pb::ServiceAccount {
+    pb::ServiceAccount {
+        id: account.id.to_string(),
+        name: account.name.as_str().to_owned(),
+        roles: account.roles.to_vec(),
+        created_at: Some(timestamp(account.created_at)),
+    }
+}
+
+/// An id field: unparsable is the client's mistake, INVALID_ARGUMENT; an
+/// unknown id is for the core to find out.
+fn id(field: &'static str, text: &str) -> Result<Uuid, Error> {
+    let mut violations = Violations::default();
+    let id = violations.check(field, Uuid::parse_str(text).map_err(|_| "must be a UUID"));
+    parsed(violations, id)
+}
+
+/// The parsed fields, or INVALID_ARGUMENT naming every bad one. A field
+/// missing without a violation would be a bug of ours.
+fn parsed<T>(violations: Violations, fields: Option<T>) -> Result<T, Error> {
+    violations.finish()?;
+    fields.ok_or_else(|| Error::internal("a field failed to parse without a violation"))
+}
+
+/// When a new key stops working: never when unset, else a time that has
+/// not passed yet.
+fn expiry(expires_at: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(expires_at) = expires_at else {
+        return Ok(None);
+    };
+    let time = u32::try_from(expires_at.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(expires_at.seconds, nanos))
+        .ok_or("must be a valid timestamp")?
+        .trunc_subsecs(6);
+    if time <= Utc::now() {
+        return Err("must be in the future".to_owned());
+    }
+    Ok(Some(time))
+}
 
 pub(super) async fn create_service_account(
     api: &AdminApi,
     request: Request<pb::CreateServiceAccountRequest>,
 ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let request = request.into_inner();
+    let mut violations = Violations::default();
+    let name = violations.check("name", Username::parse(&request.name));
+    let roles = violations.check(
+        "roles",
+        Roles::parse(request.roles.iter().map(String::as_str)),
+    );
+    let (name, roles) = parsed(violations, name.zip(roles))?;
+    let created = api
+        .admin
+        .create_service_account(name, roles, caller.by())
+        .await?;
+    Ok(Response::new(pb::CreateServiceAccountResponse {
+        api_key: created.api_key.encode(),
+        key_id: created.key_id.to_string(),
+        account: Some(account(created.account)),
+    }))
 }
 
 pub(super) async fn list_service_accounts(
@@ -17,29 +90,51 @@ pub(super) async fn list_service_accounts(
     request: Request<pb::ListServiceAccountsRequest>,
 ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
     api.caller(&request).await?;
-    Err(Status::unimplemented("not implemented yet"))
+    let accounts = api.admin.list_service_accounts().await?;
+    Ok(Response::new(pb::ListServiceAccountsResponse {
+        accounts: accounts.into_iter().map(account).collect(),
+    }))
 }
 
 pub(super) async fn delete_service_account(
     api: &AdminApi,
     request: Request<pb::DeleteServiceAccountRequest>,
 ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let id = id("id", &request.get_ref().id)?;
+    api.admin.delete_service_account(id, caller.by()).await?;
+    Ok(Response::new(pb::DeleteServiceAccountResponse {}))
 }
 
 pub(super) async fn create_api_key(
     api: &AdminApi,
     request: Request<pb::CreateApiKeyRequest>,
 ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let request = request.into_inner();
+    let mut violations = Violations::default();
+    let account = violations.check(
+        "service_account_id",
+        Uuid::parse_str(&request.service_account_id).map_err(|_| "must be a UUID"),
+    );
+    let expires_at = violations.check("expires_at", expiry(request.expires_at));
+    let (account, expires_at) = parsed(violations, account.zip(expires_at))?;
+    let created = api
+        .admin
+        .create_api_key(account, expires_at, caller.by())
+        .await?;
+    Ok(Response::new(pb::CreateApiKeyResponse {
+        key_id: created.key_id.to_string(),
+        api_key: created.api_key.encode(),
+    }))
 }
 
 pub(super) async fn revoke_api_key(
     api: &AdminApi,
     request: Request<pb::RevokeApiKeyRequest>,
 ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let key_id = id("key_id", &request.get_ref().key_id)?;
+    api.admin.revoke_api_key(key_id, caller.by()).await?;
+    Ok(Response::new(pb::RevokeApiKeyResponse {}))
 }

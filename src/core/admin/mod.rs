@@ -2,7 +2,7 @@
 //! operator. Every change is recorded in the audit trail by the same
 //! transaction that makes it.
 
-mod service_accounts;
+pub(crate) mod service_accounts;
 mod users;
 
 use authd_verify::Claims;
