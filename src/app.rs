@@ -24,17 +24,18 @@ use crate::{
         proto::auth_service_server::AuthServiceServer,
         well_known,
     },
-    config::Config,
+    config::{Config, UsersCommand},
     core::tokens::Tokens,
     core::{
         accounts::Accounts,
-        admin::Admin,
+        admin::{self as admin_users, Admin},
         audit::Audit,
         hasher::Hasher,
         kek::Keks,
         keys::{self, KeySettings},
         throttle::Limits,
     },
+    domain::{Email, Role},
     infra::{
         metrics::{self, Metrics},
         tls::Tls,
@@ -365,6 +366,41 @@ pub async fn rewrap_keys(config: &Config) -> anyhow::Result<keys::Rewrapped> {
     let database = connect_and_migrate(config).await?;
     let keks = Keks::load(&config.keys.encryption).await?;
     keys::rewrap(&database, &keks).await
+}
+
+/// `authd users grant-role|revoke-role`: gives or takes one role of one
+/// user, recorded as done by the system; returns what changed, to print.
+pub async fn change_role(config: &Config, command: &UsersCommand) -> anyhow::Result<String> {
+    let (email, role, grant) = match command {
+        UsersCommand::GrantRole { email, role } => (email, role, true),
+        UsersCommand::RevokeRole { email, role } => (email, role, false),
+    };
+    let email = Email::parse(email).map_err(|why| anyhow::anyhow!("invalid email: {why}"))?;
+    let role = Role::parse(role).map_err(|why| anyhow::anyhow!("invalid role {role:?}: {why}"))?;
+    let database = connect_and_migrate(config).await?;
+    let outcome = admin_users::change_role(&database, &email, role.clone(), grant)
+        .await
+        .with_context(|| format!("cannot change the roles of {}", email.as_str()))?;
+    let user = outcome.user.id;
+    let roles = outcome.user.roles.to_stored();
+    Ok(match (outcome.changed, grant) {
+        (true, true) => format!(
+            "granted role {} to user {user}; roles now: {roles}",
+            role.as_str()
+        ),
+        (true, false) => format!(
+            "revoked role {} from user {user}; roles now: {roles}",
+            role.as_str()
+        ),
+        (false, true) => format!(
+            "user {user} already has role {}; nothing changed",
+            role.as_str()
+        ),
+        (false, false) => format!(
+            "user {user} does not have role {}; nothing changed",
+            role.as_str()
+        ),
+    })
 }
 
 async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {

@@ -36,7 +36,7 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Apply pending migrations, then serve gRPC (the default).
     Serve,
@@ -45,6 +45,17 @@ pub enum Command {
     /// Manage the signing keys kept in the database.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage users' roles in the database, e.g. to make the first admin.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum UsersCommand {
+    /// Give the user with this email a role (e.g. admin).
+    GrantRole { email: String, role: String },
+    /// Take a role from the user with this email.
+    RevokeRole { email: String, role: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]

@@ -17,6 +17,6 @@ mod fuzz;
 mod infra;
 mod store;
 
-pub use app::{Application, migrate, rewrap_keys, rotate_keys, shutdown_signal};
+pub use app::{Application, change_role, migrate, rewrap_keys, rotate_keys, shutdown_signal};
 pub use core::keys::{Rewrapped, Rotated};
 pub use infra::telemetry;
