@@ -380,26 +380,14 @@ pub async fn change_role(config: &Config, command: &UsersCommand) -> anyhow::Res
     let database = connect_and_migrate(config).await?;
     let outcome = admin_users::change_role(&database, &email, role.clone(), grant)
         .await
-        .with_context(|| format!("cannot change the roles of {}", email.as_str()))?;
-    let user = outcome.user.id;
+        .context("cannot change the user's roles")?;
+    let (user, role) = (outcome.user.id, role.as_str());
     let roles = outcome.user.roles.to_stored();
     Ok(match (outcome.changed, grant) {
-        (true, true) => format!(
-            "granted role {} to user {user}; roles now: {roles}",
-            role.as_str()
-        ),
-        (true, false) => format!(
-            "revoked role {} from user {user}; roles now: {roles}",
-            role.as_str()
-        ),
-        (false, true) => format!(
-            "user {user} already has role {}; nothing changed",
-            role.as_str()
-        ),
-        (false, false) => format!(
-            "user {user} does not have role {}; nothing changed",
-            role.as_str()
-        ),
+        (true, true) => format!("granted role {role} to user {user}; roles now: {roles}"),
+        (true, false) => format!("revoked role {role} from user {user}; roles now: {roles}"),
+        (false, true) => format!("user {user} already has role {role}; nothing changed"),
+        (false, false) => format!("user {user} does not have role {role}; nothing changed"),
     })
 }
 
