@@ -24,11 +24,11 @@ use crate::{
         proto::auth_service_server::AuthServiceServer,
         well_known,
     },
-    config::Config,
+    config::{Config, UsersCommand},
     core::tokens::Tokens,
     core::{
         accounts::Accounts,
-        admin::{Admin, service_accounts},
+        admin::{self as admin_users, Admin, service_accounts},
         audit::Audit,
         hasher::Hasher,
         kek::Keks,
@@ -36,7 +36,7 @@ use crate::{
         throttle::Limits,
     },
     domain::{
-        Roles, Username,
+        Email, Role, Roles, Username,
         audit::{Actor, Origin},
     },
     infra::{
@@ -401,6 +401,29 @@ pub async fn create_service_account(
     Ok(ServiceAccountCreated {
         id: created.account.id,
         api_key: created.api_key.encode().into(),
+    })
+}
+
+/// `authd users grant-role|revoke-role`: gives or takes one role of one
+/// user, recorded as done by the system; returns what changed, to print.
+pub async fn change_role(config: &Config, command: &UsersCommand) -> anyhow::Result<String> {
+    let (email, role, grant) = match command {
+        UsersCommand::GrantRole { email, role } => (email, role, true),
+        UsersCommand::RevokeRole { email, role } => (email, role, false),
+    };
+    let email = Email::parse(email).map_err(|why| anyhow::anyhow!("invalid email: {why}"))?;
+    let role = Role::parse(role).map_err(|why| anyhow::anyhow!("invalid role {role:?}: {why}"))?;
+    let database = connect_and_migrate(config).await?;
+    let outcome = admin_users::change_role(&database, &email, role.clone(), grant)
+        .await
+        .context("cannot change the user's roles")?;
+    let (user, role) = (outcome.user.id, role.as_str());
+    let roles = outcome.user.roles.to_stored();
+    Ok(match (outcome.changed, grant) {
+        (true, true) => format!("granted role {role} to user {user}; roles now: {roles}"),
+        (true, false) => format!("revoked role {role} from user {user}; roles now: {roles}"),
+        (false, true) => format!("user {user} already has role {role}; nothing changed"),
+        (false, false) => format!("user {user} does not have role {role}; nothing changed"),
     })
 }
 

@@ -49,6 +49,9 @@ pub enum Command {
     /// Manage service accounts, directly in the database.
     #[command(subcommand)]
     ServiceAccounts(ServiceAccountsCommand),
+    /// Manage users' roles in the database, e.g. to make the first admin.
+    #[command(subcommand)]
+    Users(UsersCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -62,6 +65,14 @@ pub enum ServiceAccountsCommand {
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum UsersCommand {
+    /// Give the user with this email a role (e.g. admin).
+    GrantRole { email: String, role: String },
+    /// Take a role from the user with this email.
+    RevokeRole { email: String, role: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]

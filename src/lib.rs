@@ -18,8 +18,8 @@ mod infra;
 mod store;
 
 pub use app::{
-    Application, ServiceAccountCreated, create_service_account, migrate, rewrap_keys, rotate_keys,
-    shutdown_signal,
+    Application, ServiceAccountCreated, change_role, create_service_account, migrate, rewrap_keys,
+    rotate_keys, shutdown_signal,
 };
 pub use core::keys::{Rewrapped, Rotated};
 pub use infra::telemetry;

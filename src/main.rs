@@ -47,6 +47,9 @@ async fn main() -> ExitCode {
                 rotated.activates_at.to_rfc3339()
             );
         }),
+        Command::Users(command) => authd::change_role(&config, &command)
+            .await
+            .map(|outcome| println!("{outcome}")),
         Command::Keys(KeysCommand::Rewrap) => authd::rewrap_keys(&config).await.map(|rewrapped| {
             println!(
                 "encrypted {} signing keys under key-encryption key {}",

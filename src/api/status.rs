@@ -35,7 +35,6 @@ impl From<Error> for Status {
             Error::EmailTaken => Status::already_exists("a user with this email already exists"),
             Error::AlreadyExists(what) => Status::already_exists(what),
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
-            Error::PermissionDenied(why) => Status::permission_denied(why),
             Error::AccountDisabled => Status::permission_denied("account disabled"),
             Error::InvalidApiKey => Status::unauthenticated("invalid API key"),
             Error::TooManyWatches => {

@@ -146,6 +146,10 @@ impl Hasher {
         password: &Password,
         stored: Option<&PasswordHash>,
     ) -> Result<bool, Error> {
+        // A stored hash without a cost is no hash at all (an account made
+        // without a password): it is checked like an unknown email, so it
+        // fails like a wrong password, in the same time.
+        let stored = stored.filter(|stored| stored.cost().is_some());
         let matches_account = stored.is_some();
         let (hash, cost) = match stored {
             Some(stored) => (stored.as_str().to_owned(), stored.cost()),

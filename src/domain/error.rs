@@ -32,10 +32,6 @@ pub(crate) enum Error {
     #[error("{0} not found")]
     NotFound(&'static str),
 
-    /// `PERMISSION_DENIED`: the caller is known but may not do this.
-    #[error("permission denied: {0}")]
-    PermissionDenied(&'static str),
-
     /// `PERMISSION_DENIED` "account disabled": the password was right, but
     /// an operator disabled the account. Only said to a caller who proved
     /// the password, so it reveals nothing to a guesser.

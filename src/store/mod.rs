@@ -1,6 +1,7 @@
 //! Persistence. `DATABASE_URL` picks PostgreSQL or SQLite at run time;
 //! every query is written once and compiled for both by [`with_conn!`].
 
+mod admin_users;
 mod audit;
 mod keys;
 mod schema;
@@ -26,6 +27,7 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+pub(crate) use admin_users::{CreatedUser, LiveSession, UserChange, UserFilter};
 pub(crate) use audit::AuditFilter;
 pub(crate) use keys::StoredKey;
 pub(crate) use sessions::{NewSession, RefreshRecord, Revoke, Rotation};

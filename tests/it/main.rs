@@ -11,6 +11,7 @@ mod support;
 
 mod architecture;
 
+mod admin_users;
 mod audit;
 
 mod cli;

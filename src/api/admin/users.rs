@@ -1,15 +1,147 @@
 //! The user-management RPCs of AdminService.
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use super::{AdminApi, pb};
+use crate::{
+    api::convert::{Violations, timestamp},
+    core::admin::{NewAccount, UserFilter, UserKey, UserUpdate},
+    domain::{EMAIL_MAX_BYTES, Email, Error, Password, Role, Roles, Username},
+};
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: i32 = 500;
+/// No email is longer, so no longer text can match one.
+const MAX_QUERY_BYTES: usize = EMAIL_MAX_BYTES;
+/// Bytes of the filters' digest kept in a page token: enough to catch a
+/// token reused with other filters by mistake; it is no secret.
+const FILTER_DIGEST_BYTES: usize = 8;
+
+/// A user id field: present and a UUID.
+fn user_id(violations: &mut Violations, field: &'static str, raw: &str) -> Option<Uuid> {
+    if raw.is_empty() {
+        violations.push(field, "must not be empty");
+        return None;
+    }
+    violations.check(
+        field,
+        Uuid::parse_str(raw).map_err(|_| "must be a user id (a UUID)"),
+    )
+}
+
+/// The one id field of a request, parsed.
+fn required_id(field: &'static str, raw: &str) -> Result<Uuid, Error> {
+    let mut violations = Violations::default();
+    let id = user_id(&mut violations, field, raw);
+    violations.finish()?;
+    id.ok_or_else(|| Error::internal("an id without a violation did not parse"))
+}
+
+fn filter_digest(filter: &UserFilter) -> [u8; FILTER_DIGEST_BYTES] {
+    let mut hasher = Sha256::new();
+    // Lengths first, so no two filters encode alike.
+    for text in [
+        filter.text.as_deref().unwrap_or_default(),
+        filter.role.as_ref().map(Role::as_str).unwrap_or_default(),
+    ] {
+        hasher.update((text.len() as u64).to_be_bytes());
+        hasher.update(text.as_bytes());
+    }
+    hasher.update([match filter.disabled {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }]);
+    let mut digest = [0; FILTER_DIGEST_BYTES];
+    digest.copy_from_slice(&hasher.finalize()[..FILTER_DIGEST_BYTES]);
+    digest
+}
+
+/// The last id of a page and the digest of its filters.
+fn page_token(last: Uuid, filter: &UserFilter) -> String {
+    let mut bytes = last.as_bytes().to_vec();
+    bytes.extend_from_slice(&filter_digest(filter));
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn parse_page_token(token: &str, filter: &UserFilter) -> Result<Uuid, &'static str> {
+    const INVALID: &str = "must be the next_page_token of a page with the same filters";
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| INVALID)?;
+    let (id, digest) = bytes.split_at_checked(16).ok_or(INVALID)?;
+    if digest != filter_digest(filter) {
+        return Err(INVALID);
+    }
+    Uuid::from_slice(id).map_err(|_| INVALID)
+}
+
+/// The filters, the position and the page size of a ListUsers request.
+fn list_query(request: &pb::ListUsersRequest) -> Result<(UserFilter, Option<Uuid>, usize), Error> {
+    let mut violations = Violations::default();
+    let page_size = match request.page_size {
+        0 => Some(DEFAULT_PAGE_SIZE),
+        size @ 1..=MAX_PAGE_SIZE => usize::try_from(size).ok(),
+        _ => {
+            violations.push("page_size", "must be between 0 and 500");
+            None
+        }
+    };
+    if request.query.len() > MAX_QUERY_BYTES {
+        violations.push("query", "must be at most 254 bytes");
+    }
+    let role = if request.role.is_empty() {
+        None
+    } else {
+        violations.check("role", Role::parse(&request.role))
+    };
+    let filter = UserFilter {
+        text: (!request.query.is_empty()).then(|| request.query.to_lowercase()),
+        role,
+        disabled: request.disabled,
+    };
+    let after = if request.page_token.is_empty() {
+        None
+    } else {
+        violations.check("page_token", parse_page_token(&request.page_token, &filter))
+    };
+    violations.finish()?;
+    Ok((filter, after, page_size.unwrap_or(DEFAULT_PAGE_SIZE)))
+}
 
 pub(super) async fn list_users(
     api: &AdminApi,
     request: Request<pb::ListUsersRequest>,
 ) -> Result<Response<pb::ListUsersResponse>, Status> {
     api.caller(&request).await?;
-    Err(Status::unimplemented("ListUsers is not implemented yet"))
+    let (filter, after, page_size) = list_query(request.get_ref())?;
+    let page = api.admin.list_users(&filter, after, page_size).await?;
+    let next_page_token = match page.users.last() {
+        Some(last) if page.more => page_token(last.id, &filter),
+        _ => String::new(),
+    };
+    Ok(Response::new(pb::ListUsersResponse {
+        users: page.users.into_iter().map(Into::into).collect(),
+        next_page_token,
+    }))
+}
+
+fn user_key(request: &pb::GetUserRequest) -> Result<UserKey, Error> {
+    let mut violations = Violations::default();
+    let key = match (request.id.is_empty(), request.email.is_empty()) {
+        (false, true) => user_id(&mut violations, "id", &request.id).map(UserKey::Id),
+        (true, false) => violations
+            .check("email", Email::parse(&request.email))
+            .map(UserKey::Email),
+        _ => {
+            violations.push("id", "exactly one of id and email must be set");
+            violations.push("email", "exactly one of id and email must be set");
+            None
+        }
+    };
+    violations.finish()?;
+    key.ok_or_else(|| Error::internal("a user key without a violation did not parse"))
 }
 
 pub(super) async fn get_user(
@@ -17,56 +149,193 @@ pub(super) async fn get_user(
     request: Request<pb::GetUserRequest>,
 ) -> Result<Response<pb::GetUserResponse>, Status> {
     api.caller(&request).await?;
-    Err(Status::unimplemented("GetUser is not implemented yet"))
+    let user = api.admin.get_user(user_key(request.get_ref())?).await?;
+    Ok(Response::new(pb::GetUserResponse {
+        user: Some(user.into()),
+    }))
+}
+
+fn new_account(request: pb::CreateUserRequest, password_min: usize) -> Result<NewAccount, Error> {
+    let mut violations = Violations::default();
+    let email = violations.check("email", Email::parse(&request.email));
+    let username = violations.check("username", Username::parse(&request.username));
+    let password = if request.password.is_empty() {
+        Some(None)
+    } else {
+        violations
+            .check(
+                "password",
+                Password::parse_new(request.password, password_min),
+            )
+            .map(Some)
+    };
+    let roles = violations.check(
+        "roles",
+        Roles::parse(request.roles.iter().map(String::as_str)),
+    );
+    violations.finish()?;
+    match (email, username, password, roles) {
+        (Some(email), Some(username), Some(password), Some(roles)) => Ok(NewAccount {
+            email,
+            username,
+            password,
+            roles,
+            email_verified: request.email_verified,
+        }),
+        _ => Err(Error::internal("a user without a violation did not parse")),
+    }
 }
 
 pub(super) async fn create_user(
     api: &AdminApi,
     request: Request<pb::CreateUserRequest>,
 ) -> Result<Response<pb::CreateUserResponse>, Status> {
-    api.caller(&request).await?;
-    let _ = api.password_min_length;
-    Err(Status::unimplemented("CreateUser is not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let new = new_account(request.into_inner(), api.password_min_length)?;
+    let user = api
+        .admin
+        .create_user(caller.actor, &caller.origin, new)
+        .await?;
+    Ok(Response::new(pb::CreateUserResponse {
+        user: Some(user.into()),
+    }))
+}
+
+/// The user named and the fields to apply, each parsed only if the mask
+/// names it.
+fn user_update(request: pb::UpdateUserRequest) -> Result<(Uuid, UserUpdate), Error> {
+    let mut violations = Violations::default();
+    let user = request.user.unwrap_or_default();
+    let id = user_id(&mut violations, "user.id", &user.id);
+    let paths = request
+        .update_mask
+        .map(|mask| mask.paths)
+        .unwrap_or_default();
+    if paths.is_empty() {
+        violations.push("update_mask", "must name at least one field to change");
+    }
+    let mut update = UserUpdate::default();
+    for path in &paths {
+        let field = match path.as_str() {
+            "username" => {
+                update.username =
+                    violations.check("user.username", Username::parse(&user.username));
+                "username"
+            }
+            "email" => {
+                update.email = violations.check("user.email", Email::parse(&user.email));
+                "email"
+            }
+            "roles" => {
+                update.roles = violations.check(
+                    "user.roles",
+                    Roles::parse(user.roles.iter().map(String::as_str)),
+                );
+                "roles"
+            }
+            "email_verified" => {
+                update.email_verified = Some(user.email_verified);
+                "email_verified"
+            }
+            _ => {
+                violations.push(
+                    "update_mask",
+                    "may name only username, email, roles and email_verified",
+                );
+                continue;
+            }
+        };
+        if !update.fields.contains(&field) {
+            update.fields.push(field);
+        }
+    }
+    violations.finish()?;
+    let id = id.ok_or_else(|| Error::internal("an id without a violation did not parse"))?;
+    Ok((id, update))
 }
 
 pub(super) async fn update_user(
     api: &AdminApi,
     request: Request<pb::UpdateUserRequest>,
 ) -> Result<Response<pb::UpdateUserResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("UpdateUser is not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let (id, update) = user_update(request.into_inner())?;
+    let user = api
+        .admin
+        .update_user(caller.actor, &caller.origin, id, update)
+        .await?;
+    Ok(Response::new(pb::UpdateUserResponse {
+        user: Some(user.into()),
+    }))
 }
 
 pub(super) async fn delete_user(
     api: &AdminApi,
     request: Request<pb::DeleteUserRequest>,
 ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("DeleteUser is not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let id = required_id("id", &request.get_ref().id)?;
+    api.admin
+        .delete_user(caller.actor, &caller.origin, id)
+        .await?;
+    Ok(Response::new(pb::DeleteUserResponse {}))
 }
 
 pub(super) async fn disable_user(
     api: &AdminApi,
     request: Request<pb::DisableUserRequest>,
 ) -> Result<Response<pb::DisableUserResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("DisableUser is not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let id = required_id("id", &request.get_ref().id)?;
+    let user = api
+        .admin
+        .disable_user(caller.actor, &caller.origin, id)
+        .await?;
+    Ok(Response::new(pb::DisableUserResponse {
+        user: Some(user.into()),
+    }))
 }
 
 pub(super) async fn enable_user(
     api: &AdminApi,
     request: Request<pb::EnableUserRequest>,
 ) -> Result<Response<pb::EnableUserResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("EnableUser is not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let id = required_id("id", &request.get_ref().id)?;
+    let user = api
+        .admin
+        .enable_user(caller.actor, &caller.origin, id)
+        .await?;
+    Ok(Response::new(pb::EnableUserResponse {
+        user: Some(user.into()),
+    }))
+}
+
+fn new_password(
+    request: pb::SetPasswordRequest,
+    password_min: usize,
+) -> Result<(Uuid, Password), Error> {
+    let mut violations = Violations::default();
+    let id = user_id(&mut violations, "id", &request.id);
+    let password = violations.check(
+        "password",
+        Password::parse_new(request.password, password_min),
+    );
+    violations.finish()?;
+    id.zip(password)
+        .ok_or_else(|| Error::internal("a password without a violation did not parse"))
 }
 
 pub(super) async fn set_password(
     api: &AdminApi,
     request: Request<pb::SetPasswordRequest>,
 ) -> Result<Response<pb::SetPasswordResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented("SetPassword is not implemented yet"))
+    let caller = api.caller(&request).await?;
+    let (id, password) = new_password(request.into_inner(), api.password_min_length)?;
+    api.admin
+        .set_password(caller.actor, &caller.origin, id, password)
+        .await?;
+    Ok(Response::new(pb::SetPasswordResponse {}))
 }
 
 pub(super) async fn list_user_sessions(
@@ -74,17 +343,51 @@ pub(super) async fn list_user_sessions(
     request: Request<pb::ListUserSessionsRequest>,
 ) -> Result<Response<pb::ListUserSessionsResponse>, Status> {
     api.caller(&request).await?;
-    Err(Status::unimplemented(
-        "ListUserSessions is not implemented yet",
-    ))
+    let id = required_id("id", &request.get_ref().id)?;
+    let sessions = api.admin.user_sessions(id).await?;
+    Ok(Response::new(pb::ListUserSessionsResponse {
+        sessions: sessions
+            .into_iter()
+            .map(|session| pb::Session {
+                id: session.id.to_string(),
+                created_at: Some(timestamp(session.created_at)),
+            })
+            .collect(),
+    }))
 }
 
 pub(super) async fn revoke_user_sessions(
     api: &AdminApi,
     request: Request<pb::RevokeUserSessionsRequest>,
 ) -> Result<Response<pb::RevokeUserSessionsResponse>, Status> {
-    api.caller(&request).await?;
-    Err(Status::unimplemented(
-        "RevokeUserSessions is not implemented yet",
-    ))
+    let caller = api.caller(&request).await?;
+    let id = required_id("id", &request.get_ref().id)?;
+    api.admin
+        .revoke_user_sessions(caller.actor, &caller.origin, id)
+        .await?;
+    Ok(Response::new(pb::RevokeUserSessionsResponse {}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_token_holds_only_for_its_filters() {
+        let filter = UserFilter {
+            text: Some("ann".into()),
+            role: None,
+            disabled: Some(false),
+        };
+        let id = Uuid::now_v7();
+        let token = page_token(id, &filter);
+        assert_eq!(parse_page_token(&token, &filter), Ok(id));
+        let other = UserFilter {
+            disabled: None,
+            ..filter.clone()
+        };
+        assert!(parse_page_token(&token, &other).is_err());
+        assert!(parse_page_token("not a token!", &filter).is_err());
+        assert!(parse_page_token(&token[..10], &filter).is_err());
+    }
 }

@@ -5,6 +5,8 @@
 pub(crate) mod service_accounts;
 mod users;
 
+pub(crate) use users::{NewAccount, UserFilter, UserKey, UserUpdate, change_role};
+
 use authd_verify::Claims;
 
 use crate::{

@@ -1,0 +1,390 @@
+//! Users as an operator manages them: listing, creating, changing and
+//! deleting, each change with its audit events in its own transaction.
+
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use diesel::{
+    IntoSql,
+    prelude::*,
+    result::{DatabaseErrorKind, Error as QueryError},
+    sql_types::Text,
+};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    Database,
+    audit::AppendAudit,
+    query_error, run_detached,
+    schema::{sessions, users},
+    users::UserRow,
+    with_conn,
+};
+use crate::domain::{Email, Error, PasswordHash, Role, Roles, User, Username, audit::AuditEvent};
+
+diesel::define_sql_function! {
+    /// `lower(text)`, the same in PostgreSQL and SQLite.
+    fn lower(text: Text) -> Text;
+}
+
+/// Which users a listing returns; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct UserFilter {
+    /// Lowercase text the email or the username must contain.
+    pub(crate) text: Option<String>,
+    pub(crate) role: Option<Role>,
+    pub(crate) disabled: Option<bool>,
+}
+
+/// A user an operator creates: the id is chosen by the caller so that the
+/// audit events written with the row can name it.
+pub(crate) struct CreatedUser {
+    pub(crate) id: Uuid,
+    pub(crate) email: Email,
+    pub(crate) username: Username,
+    /// None: the account cannot log in until it is given a password.
+    pub(crate) password_hash: Option<PasswordHash>,
+    pub(crate) roles: Roles,
+    pub(crate) email_verified: bool,
+}
+
+/// What to change on one user, decided from the user as it is inside the
+/// transaction, with the events that record it.
+#[derive(Default)]
+pub(crate) struct UserChange {
+    pub(crate) email: Option<Email>,
+    pub(crate) username: Option<Username>,
+    pub(crate) roles: Option<Roles>,
+    pub(crate) email_verified: Option<bool>,
+    pub(crate) disabled: Option<bool>,
+    /// A new password; the password version is bumped with it.
+    pub(crate) password_hash: Option<PasswordHash>,
+    /// End every live session of the user.
+    pub(crate) revoke_sessions: bool,
+    pub(crate) events: Vec<AuditEvent>,
+}
+
+/// A live session of a user.
+pub(crate) struct LiveSession {
+    pub(crate) id: Uuid,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = users)]
+struct UserChangeset {
+    email: Option<String>,
+    email_key: Option<String>,
+    username: Option<String>,
+    roles: Option<String>,
+    email_verified: Option<bool>,
+    disabled_at: Option<Option<NaiveDateTime>>,
+    password_hash: Option<String>,
+    password_version: Option<i64>,
+    updated_at: NaiveDateTime,
+}
+
+impl UserChangeset {
+    /// The columns `change` sets, or None when it sets none.
+    fn new(change: &UserChange, password_version: i64, now: NaiveDateTime) -> Option<Self> {
+        let changeset = Self {
+            email: change.email.as_ref().map(|email| email.as_str().to_owned()),
+            email_key: change.email.as_ref().map(|email| email.key().to_owned()),
+            username: change
+                .username
+                .as_ref()
+                .map(|name| name.as_str().to_owned()),
+            roles: change.roles.as_ref().map(Roles::to_stored),
+            email_verified: change.email_verified,
+            disabled_at: change.disabled.map(|disabled| disabled.then_some(now)),
+            password_hash: change
+                .password_hash
+                .as_ref()
+                .map(|hash| hash.as_str().to_owned()),
+            password_version: change.password_hash.as_ref().map(|_| password_version + 1),
+            updated_at: now,
+        };
+        let sets_any = changeset.email.is_some()
+            || changeset.username.is_some()
+            || changeset.roles.is_some()
+            || changeset.email_verified.is_some()
+            || changeset.disabled_at.is_some()
+            || changeset.password_hash.is_some();
+        sets_any.then_some(changeset)
+    }
+}
+
+/// `text` as a LIKE pattern that matches it anywhere, its wildcards and the
+/// escape character taken literally (`ESCAPE '\'`).
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+fn uuid(text: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(text).map_err(Error::internal)
+}
+
+fn email_taken(error: QueryError) -> Error {
+    match error {
+        QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Error::EmailTaken,
+        error => query_error(error),
+    }
+}
+
+impl Database {
+    /// Up to `limit` users matching `filter`, by id (creation order), after
+    /// the user with id `after`.
+    pub(crate) async fn list_users(
+        &self,
+        filter: &UserFilter,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<User>, Error> {
+        let after = after.map(|id| id.to_string());
+        let text = filter.text.as_deref().map(contains_pattern);
+        let role = filter
+            .role
+            .as_ref()
+            .map(|role| contains_pattern(&format!(" {} ", role.as_str())));
+        let rows: Vec<UserRow> = with_conn!(self, |conn| {
+            let mut query = users::table
+                .select(UserRow::as_select())
+                .order(users::id)
+                .limit(limit)
+                .into_boxed();
+            if let Some(after) = &after {
+                query = query.filter(users::id.gt(after));
+            }
+            if let Some(text) = &text {
+                query = query.filter(
+                    users::email
+                        .like(text)
+                        .escape('\\')
+                        .or(lower(users::username).like(text).escape('\\')),
+                );
+            }
+            if let Some(role) = &role {
+                query = query.filter(
+                    " ".into_sql::<Text>()
+                        .concat(users::roles)
+                        .concat(" ")
+                        .like(role)
+                        .escape('\\'),
+                );
+            }
+            query = match filter.disabled {
+                Some(true) => query.filter(users::disabled_at.is_not_null()),
+                Some(false) => query.filter(users::disabled_at.is_null()),
+                None => query,
+            };
+            query.load(conn).await.map_err(query_error)
+        })?;
+        rows.into_iter()
+            .map(|row| row.into_user().map(|(user, _)| user))
+            .collect()
+    }
+
+    pub(crate) async fn find_user(&self, id: Uuid) -> Result<Option<User>, Error> {
+        let row = with_conn!(self, |conn| users::table
+            .find(id.to_string())
+            .select(UserRow::as_select())
+            .first(conn)
+            .await
+            .optional()
+            .map_err(query_error))?;
+        row.map(|row| row.into_user().map(|(user, _)| user))
+            .transpose()
+    }
+
+    /// Stores a user with its audit events. A duplicate mailbox is
+    /// [`Error::EmailTaken`].
+    pub(crate) async fn create_user(
+        &self,
+        new: CreatedUser,
+        events: Vec<AuditEvent>,
+    ) -> Result<User, Error> {
+        let db = self.clone();
+        run_detached(async move { db.insert_created(&new, &events).await }).await
+    }
+
+    async fn insert_created(
+        &self,
+        new: &CreatedUser,
+        events: &[AuditEvent],
+    ) -> Result<User, Error> {
+        let now = Utc::now().naive_utc().trunc_subsecs(6);
+        let id = new.id.to_string();
+        let hash = new.password_hash.as_ref().map_or("", |hash| hash.as_str());
+        let values = (
+            users::id.eq(&id),
+            users::email.eq(new.email.as_str()),
+            users::email_key.eq(new.email.key()),
+            users::username.eq(new.username.as_str()),
+            users::password_hash.eq(hash),
+            users::created_at.eq(now),
+            users::updated_at.eq(now),
+            users::password_version.eq(0),
+            users::roles.eq(new.roles.to_stored()),
+            users::email_verified.eq(new.email_verified),
+        );
+        with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                diesel::insert_into(users::table)
+                    .values(values)
+                    .execute(conn)
+                    .await?;
+                conn.append_audit(events).await
+            })
+            .await
+            .map_err(email_taken))?;
+        Ok(User {
+            id: new.id,
+            email: new.email.clone(),
+            username: new.username.clone(),
+            created_at: now.and_utc(),
+            email_verified: new.email_verified,
+            roles: new.roles.clone(),
+            disabled: false,
+        })
+    }
+
+    /// Changes one user as `decide` says, given the user as it is once its
+    /// row is locked, and records the change's events, all in one
+    /// transaction. None if there is no such user. A new email another user
+    /// has is [`Error::EmailTaken`].
+    pub(crate) async fn change_user<F>(&self, id: Uuid, decide: F) -> Result<Option<User>, Error>
+    where
+        F: FnOnce(&User) -> UserChange + Send + 'static,
+    {
+        let db = self.clone();
+        run_detached(async move { db.apply_change(id, decide).await }).await
+    }
+
+    async fn apply_change<F>(&self, id: Uuid, decide: F) -> Result<Option<User>, Error>
+    where
+        F: FnOnce(&User) -> UserChange + Send + 'static,
+    {
+        let now = Utc::now().naive_utc().trunc_subsecs(6);
+        let id = &id.to_string();
+        let row = with_conn!(self, |conn| conn
+            .transaction::<_, QueryError, _>(async |conn| {
+                // The no-op update takes the row lock first, so that what
+                // `decide` sees is still true at commit.
+                let found = diesel::update(users::table.find(id))
+                    .set(users::password_version.eq(users::password_version))
+                    .execute(conn)
+                    .await?
+                    == 1;
+                if !found {
+                    return Ok(None);
+                }
+                let before = users::table
+                    .find(id)
+                    .select(UserRow::as_select())
+                    .first(conn)
+                    .await?
+                    .into_user()
+                    .map_err(|error| QueryError::QueryBuilderError(error.into()))?;
+                let change = decide(&before.0);
+                if let Some(changeset) = UserChangeset::new(&change, before.1.version, now) {
+                    diesel::update(users::table.find(id))
+                        .set(changeset)
+                        .execute(conn)
+                        .await?;
+                }
+                if change.revoke_sessions {
+                    diesel::update(
+                        sessions::table
+                            .filter(sessions::user_id.eq(id))
+                            .filter(sessions::revoked_at.is_null()),
+                    )
+                    .set(sessions::revoked_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                }
+                let after = users::table
+                    .find(id)
+                    .select(UserRow::as_select())
+                    .first(conn)
+                    .await?;
+                conn.append_audit(&change.events).await?;
+                Ok(Some(after))
+            })
+            .await
+            .map_err(email_taken))?;
+        row.map(|row| row.into_user().map(|(user, _)| user))
+            .transpose()
+    }
+
+    /// Deletes a user (sessions and refresh tokens go with it) and records
+    /// `events`; false, recording nothing, if there is no such user.
+    pub(crate) async fn delete_user(
+        &self,
+        id: Uuid,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, Error> {
+        let db = self.clone();
+        run_detached(async move {
+            let id = &id.to_string();
+            let events = &events;
+            with_conn!(&db, |conn| conn
+                .transaction::<_, QueryError, _>(async |conn| {
+                    let deleted = diesel::delete(users::table.find(id)).execute(conn).await? == 1;
+                    if deleted {
+                        conn.append_audit(events).await?;
+                    }
+                    Ok(deleted)
+                })
+                .await
+                .map_err(query_error))
+        })
+        .await
+    }
+
+    /// The live sessions of a user, newest first; None if there is no such
+    /// user.
+    pub(crate) async fn live_sessions(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Option<Vec<LiveSession>>, Error> {
+        if self.find_user(user_id).await?.is_none() {
+            return Ok(None);
+        }
+        let rows: Vec<(String, NaiveDateTime)> = with_conn!(self, |conn| sessions::table
+            .filter(sessions::user_id.eq(user_id.to_string()))
+            .filter(sessions::revoked_at.is_null())
+            .order((sessions::created_at.desc(), sessions::id.desc()))
+            .select((sessions::id, sessions::created_at))
+            .load(conn)
+            .await
+            .map_err(query_error))?;
+        rows.into_iter()
+            .map(|(id, created_at)| {
+                Ok(LiveSession {
+                    id: uuid(&id)?,
+                    created_at: created_at.and_utc(),
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_take_wildcards_literally() {
+        assert_eq!(contains_pattern("a%b_c\\d"), "%a\\%b\\_c\\\\d%");
+        assert_eq!(contains_pattern(""), "%%");
+    }
+}
