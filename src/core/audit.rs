@@ -9,8 +9,11 @@ use futures_util::{Stream, stream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    domain::{Error, audit::RecordedEvent},
-    store::{AuditFilter, Database},
+    domain::{
+        Error,
+        audit::{AuditFilter, RecordedEvent},
+    },
+    store::Database,
 };
 
 /// How long events are kept, and how many watches one replica streams.

@@ -162,6 +162,16 @@ impl AuditEvent {
     }
 }
 
+/// Which events ListAuditEvents wants; every set field must match.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AuditFilter {
+    pub(crate) user_id: Option<Uuid>,
+    pub(crate) actor_id: Option<String>,
+    pub(crate) kind: Option<EventType>,
+    pub(crate) since: Option<DateTime<Utc>>,
+    pub(crate) until: Option<DateTime<Utc>>,
+}
+
 /// An event as stored, read back for ListAuditEvents and WatchAuditEvents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RecordedEvent {

@@ -351,6 +351,15 @@ pub(crate) struct User {
     pub(crate) disabled: bool,
 }
 
+/// Which users a listing returns; every filter is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct UserFilter {
+    /// Lowercase text the email or the username must contain.
+    pub(crate) text: Option<String>,
+    pub(crate) role: Option<Role>,
+    pub(crate) disabled: Option<bool>,
+}
+
 /// A validated signup.
 #[derive(Debug)]
 pub(crate) struct NewUser {

@@ -19,20 +19,13 @@ use super::{
     users::UserRow,
     with_conn,
 };
-use crate::domain::{Email, Error, PasswordHash, Role, Roles, User, Username, audit::AuditEvent};
+use crate::domain::{
+    Email, Error, PasswordHash, Roles, User, UserFilter, Username, audit::AuditEvent,
+};
 
 diesel::define_sql_function! {
     /// `lower(text)`, the same in PostgreSQL and SQLite.
     fn lower(text: Text) -> Text;
-}
-
-/// Which users a listing returns; every filter is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct UserFilter {
-    /// Lowercase text the email or the username must contain.
-    pub(crate) text: Option<String>,
-    pub(crate) role: Option<Role>,
-    pub(crate) disabled: Option<bool>,
 }
 
 /// A user an operator creates: the id is chosen by the caller so that the

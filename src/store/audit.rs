@@ -7,11 +7,9 @@ use diesel::{prelude::*, result::Error as QueryError, sql_types::BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{Database, SqliteAsync, query_error, run_detached, schema::audit_events, with_conn};
-use uuid::Uuid;
-
 use crate::domain::{
     Error,
-    audit::{AuditEvent, EventType, RecordedEvent},
+    audit::{AuditEvent, AuditFilter, RecordedEvent},
 };
 
 /// The transaction-scoped advisory lock every PostgreSQL audit insert takes.
@@ -147,16 +145,6 @@ impl From<AuditRow> for RecordedEvent {
             details,
         }
     }
-}
-
-/// Which events ListAuditEvents wants; every set field must match.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct AuditFilter {
-    pub(crate) user_id: Option<Uuid>,
-    pub(crate) actor_id: Option<String>,
-    pub(crate) kind: Option<EventType>,
-    pub(crate) since: Option<DateTime<Utc>>,
-    pub(crate) until: Option<DateTime<Utc>>,
 }
 
 impl Database {

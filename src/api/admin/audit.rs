@@ -5,20 +5,16 @@ use futures_util::{StreamExt, stream::BoxStream};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{AdminApi, page_token, pb};
+use super::{AdminApi, paging, pb};
 use crate::{
     api::convert::{Violations, timestamp},
     domain::{
         Error,
-        audit::{EventType, RecordedEvent},
+        audit::{AuditFilter, EventType, RecordedEvent},
     },
-    store::AuditFilter,
 };
 
 pub(crate) type EventStream = BoxStream<'static, Result<pb::WatchAuditEventsResponse, Status>>;
-
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 500;
 
 pub(super) async fn list_audit_events(
     api: &AdminApi,
@@ -31,7 +27,12 @@ pub(super) async fn list_audit_events(
     Ok(Response::new(pb::ListAuditEventsResponse {
         events: events.into_iter().map(audit_event).collect(),
         next_page_token: next
-            .map(|cursor| page_token::encode(&cursor.to_string(), &filters(&request)))
+            .map(|cursor| {
+                paging::next_page_token(
+                    &cursor.to_string(),
+                    &filters(&request).each_ref().map(String::as_str),
+                )
+            })
             .unwrap_or_default(),
     }))
 }
@@ -68,28 +69,16 @@ fn parse_list(
     request: &pb::ListAuditEventsRequest,
 ) -> Result<(AuditFilter, usize, Option<i64>), Error> {
     let mut violations = Violations::default();
-    let page_size = violations.check("page_size", page_size(request.page_size));
+    let page_size = violations.check("page_size", paging::page_size(request.page_size));
     let user_id = violations.check("user_id", optional_uuid(&request.user_id));
     let actor_id = violations.check("actor_id", actor_id(&request.actor_id));
     let kind = violations.check("type", event_type(&request.r#type));
     let since = violations.check("since", optional_time(request.since));
     let until = violations.check("until", optional_time(request.until));
-    let before = match page_token::decode(&request.page_token, &filters(request)) {
-        Ok(position) => violations.check(
-            "page_token",
-            position
-                .map(|cursor| cursor.parse::<i64>())
-                .transpose()
-                .map_err(|_| "is not a page token of this list"),
-        ),
-        Err(Error::InvalidArgument(found)) => {
-            for violation in found {
-                violations.push(violation.field, violation.description);
-            }
-            None
-        }
-        Err(error) => return Err(error),
-    };
+    let before = violations.check(
+        "page_token",
+        paging::position(&request.page_token, &filters(request)),
+    );
     violations.finish()?;
     let filter = AuditFilter {
         user_id: user_id.flatten(),
@@ -98,20 +87,7 @@ fn parse_list(
         since: since.flatten(),
         until: until.flatten(),
     };
-    Ok((
-        filter,
-        page_size.unwrap_or(DEFAULT_PAGE_SIZE),
-        before.flatten(),
-    ))
-}
-
-/// A page size: 0 means the default.
-pub(super) fn page_size(requested: i32) -> Result<usize, &'static str> {
-    match usize::try_from(requested) {
-        Ok(0) => Ok(DEFAULT_PAGE_SIZE),
-        Ok(size) if size <= MAX_PAGE_SIZE => Ok(size),
-        _ => Err("must be between 0 (the default, 50) and 500"),
-    }
+    Ok((filter, page_size.unwrap_or_default(), before.flatten()))
 }
 
 fn optional_uuid(raw: &str) -> Result<Option<Uuid>, &'static str> {

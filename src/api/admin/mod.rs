@@ -5,7 +5,7 @@
 //! token's session, user or service account is still live.
 
 mod audit;
-mod page_token;
+mod paging;
 mod service_accounts;
 mod users;
 

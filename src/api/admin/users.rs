@@ -1,24 +1,17 @@
 //! The user-management RPCs of AdminService.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{AdminApi, pb};
+use super::{AdminApi, paging, pb};
 use crate::{
     api::convert::{Violations, timestamp},
-    core::admin::{NewAccount, UserFilter, UserKey, UserUpdate},
-    domain::{EMAIL_MAX_BYTES, Email, Error, Password, Role, Roles, Username},
+    core::admin::{NewAccount, UserKey, UserUpdate},
+    domain::{EMAIL_MAX_BYTES, Email, Error, Password, Role, Roles, UserFilter, Username},
 };
 
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: i32 = 500;
 /// No email is longer, so no longer text can match one.
 const MAX_QUERY_BYTES: usize = EMAIL_MAX_BYTES;
-/// Bytes of the filters' digest kept in a page token: enough to catch a
-/// token reused with other filters by mistake; it is no secret.
-const FILTER_DIGEST_BYTES: usize = 8;
 
 /// A user id field: present and a UUID.
 fn user_id(violations: &mut Violations, field: &'static str, raw: &str) -> Option<Uuid> {
@@ -40,54 +33,23 @@ fn required_id(field: &'static str, raw: &str) -> Result<Uuid, Error> {
     id.ok_or_else(|| Error::internal("an id without a violation did not parse"))
 }
 
-fn filter_digest(filter: &UserFilter) -> [u8; FILTER_DIGEST_BYTES] {
-    let mut hasher = Sha256::new();
-    // Lengths first, so no two filters encode alike.
-    for text in [
+/// The filters a page token is bound to, as text.
+fn filter_texts(filter: &UserFilter) -> [&str; 3] {
+    [
         filter.text.as_deref().unwrap_or_default(),
         filter.role.as_ref().map(Role::as_str).unwrap_or_default(),
-    ] {
-        hasher.update((text.len() as u64).to_be_bytes());
-        hasher.update(text.as_bytes());
-    }
-    hasher.update([match filter.disabled {
-        None => 0,
-        Some(false) => 1,
-        Some(true) => 2,
-    }]);
-    let mut digest = [0; FILTER_DIGEST_BYTES];
-    digest.copy_from_slice(&hasher.finalize()[..FILTER_DIGEST_BYTES]);
-    digest
-}
-
-/// The last id of a page and the digest of its filters.
-fn page_token(last: Uuid, filter: &UserFilter) -> String {
-    let mut bytes = last.as_bytes().to_vec();
-    bytes.extend_from_slice(&filter_digest(filter));
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn parse_page_token(token: &str, filter: &UserFilter) -> Result<Uuid, &'static str> {
-    const INVALID: &str = "must be the next_page_token of a page with the same filters";
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| INVALID)?;
-    let (id, digest) = bytes.split_at_checked(16).ok_or(INVALID)?;
-    if digest != filter_digest(filter) {
-        return Err(INVALID);
-    }
-    Uuid::from_slice(id).map_err(|_| INVALID)
+        match filter.disabled {
+            None => "",
+            Some(false) => "enabled",
+            Some(true) => "disabled",
+        },
+    ]
 }
 
 /// The filters, the position and the page size of a ListUsers request.
 fn list_query(request: &pb::ListUsersRequest) -> Result<(UserFilter, Option<Uuid>, usize), Error> {
     let mut violations = Violations::default();
-    let page_size = match request.page_size {
-        0 => Some(DEFAULT_PAGE_SIZE),
-        size @ 1..=MAX_PAGE_SIZE => usize::try_from(size).ok(),
-        _ => {
-            violations.push("page_size", "must be between 0 and 500");
-            None
-        }
-    };
+    let page_size = violations.check("page_size", paging::page_size(request.page_size));
     if request.query.len() > MAX_QUERY_BYTES {
         violations.push("query", "must be at most 254 bytes");
     }
@@ -101,13 +63,12 @@ fn list_query(request: &pb::ListUsersRequest) -> Result<(UserFilter, Option<Uuid
         role,
         disabled: request.disabled,
     };
-    let after = if request.page_token.is_empty() {
-        None
-    } else {
-        violations.check("page_token", parse_page_token(&request.page_token, &filter))
-    };
+    let after = violations.check(
+        "page_token",
+        paging::position(&request.page_token, &filter_texts(&filter)),
+    );
     violations.finish()?;
-    Ok((filter, after, page_size.unwrap_or(DEFAULT_PAGE_SIZE)))
+    Ok((filter, after.flatten(), page_size.unwrap_or_default()))
 }
 
 pub(super) async fn list_users(
@@ -118,7 +79,7 @@ pub(super) async fn list_users(
     let (filter, after, page_size) = list_query(request.get_ref())?;
     let page = api.admin.list_users(&filter, after, page_size).await?;
     let next_page_token = match page.users.last() {
-        Some(last) if page.more => page_token(last.id, &filter),
+        Some(last) if page.more => paging::next_page_token(last.id, &filter_texts(&filter)),
         _ => String::new(),
     };
     Ok(Response::new(pb::ListUsersResponse {
@@ -366,28 +327,4 @@ pub(super) async fn revoke_user_sessions(
         .revoke_user_sessions(caller.actor, &caller.origin, id)
         .await?;
     Ok(Response::new(pb::RevokeUserSessionsResponse {}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_page_token_holds_only_for_its_filters() {
-        let filter = UserFilter {
-            text: Some("ann".into()),
-            role: None,
-            disabled: Some(false),
-        };
-        let id = Uuid::now_v7();
-        let token = page_token(id, &filter);
-        assert_eq!(parse_page_token(&token, &filter), Ok(id));
-        let other = UserFilter {
-            disabled: None,
-            ..filter.clone()
-        };
-        assert!(parse_page_token(&token, &other).is_err());
-        assert!(parse_page_token("not a token!", &filter).is_err());
-        assert!(parse_page_token(&token[..10], &filter).is_err());
-    }
 }

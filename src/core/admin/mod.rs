@@ -5,7 +5,7 @@
 pub(crate) mod service_accounts;
 mod users;
 
-pub(crate) use users::{NewAccount, UserFilter, UserKey, UserUpdate, change_role};
+pub(crate) use users::{NewAccount, UserKey, UserUpdate, change_role};
 
 use authd_verify::Claims;
 

@@ -5,13 +5,11 @@ use uuid::Uuid;
 use super::Admin;
 use crate::{
     domain::{
-        Email, Error, Password, PasswordHash, Role, Roles, User, Username,
+        Email, Error, Password, PasswordHash, Role, Roles, User, UserFilter, Username,
         audit::{Actor, AuditEvent, EventType, Origin},
     },
     store::{CreatedUser, Database, LiveSession, UserChange},
 };
-
-pub(crate) use crate::store::UserFilter;
 
 /// How GetUser names a user.
 pub(crate) enum UserKey {
