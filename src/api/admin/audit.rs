@@ -27,12 +27,7 @@ pub(super) async fn list_audit_events(
     Ok(Response::new(pb::ListAuditEventsResponse {
         events: events.into_iter().map(audit_event).collect(),
         next_page_token: next
-            .map(|cursor| {
-                paging::next_page_token(
-                    &cursor.to_string(),
-                    &filters(&request).each_ref().map(String::as_str),
-                )
-            })
+            .map(|cursor| paging::next_page_token(cursor, &filters(&request)))
             .unwrap_or_default(),
     }))
 }
