@@ -85,7 +85,7 @@ impl Accounts {
                 id,
                 email: new.email,
                 username: new.username,
-                password_hash,
+                password_hash: Some(password_hash),
                 roles: Roles::default(),
                 email_verified: false,
                 events: vec![

@@ -28,18 +28,6 @@ diesel::define_sql_function! {
     fn lower(text: Text) -> Text;
 }
 
-/// A user an operator creates: the id is chosen by the caller so that the
-/// audit events written with the row can name it.
-pub(crate) struct CreatedUser {
-    pub(crate) id: Uuid,
-    pub(crate) email: Email,
-    pub(crate) username: Username,
-    /// None: the account cannot log in until it is given a password.
-    pub(crate) password_hash: Option<PasswordHash>,
-    pub(crate) roles: Roles,
-    pub(crate) email_verified: bool,
-}
-
 /// What to change on one user, decided from the user as it is inside the
 /// transaction, with the events that record it.
 #[derive(Default)]
@@ -195,58 +183,6 @@ impl Database {
             .map_err(query_error))?;
         row.map(|row| row.into_user().map(|(user, _)| user))
             .transpose()
-    }
-
-    /// Stores a user with its audit events. A duplicate mailbox is
-    /// [`Error::EmailTaken`].
-    pub(crate) async fn create_user(
-        &self,
-        new: CreatedUser,
-        events: Vec<AuditEvent>,
-    ) -> Result<User, Error> {
-        let db = self.clone();
-        run_detached(async move { db.insert_created(&new, &events).await }).await
-    }
-
-    async fn insert_created(
-        &self,
-        new: &CreatedUser,
-        events: &[AuditEvent],
-    ) -> Result<User, Error> {
-        let now = Utc::now().naive_utc().trunc_subsecs(6);
-        let id = new.id.to_string();
-        let hash = new.password_hash.as_ref().map_or("", |hash| hash.as_str());
-        let values = (
-            users::id.eq(&id),
-            users::email.eq(new.email.as_str()),
-            users::email_key.eq(new.email.key()),
-            users::username.eq(new.username.as_str()),
-            users::password_hash.eq(hash),
-            users::created_at.eq(now),
-            users::updated_at.eq(now),
-            users::password_version.eq(0),
-            users::roles.eq(new.roles.to_stored()),
-            users::email_verified.eq(new.email_verified),
-        );
-        with_conn!(self, |conn| conn
-            .transaction::<_, QueryError, _>(async |conn| {
-                diesel::insert_into(users::table)
-                    .values(values)
-                    .execute(conn)
-                    .await?;
-                conn.append_audit(events).await
-            })
-            .await
-            .map_err(email_taken))?;
-        Ok(User {
-            id: new.id,
-            email: new.email.clone(),
-            username: new.username.clone(),
-            created_at: now.and_utc(),
-            email_verified: new.email_verified,
-            roles: new.roles.clone(),
-            disabled: false,
-        })
     }
 
     /// Changes one user as `decide` says, given the user as it is once its

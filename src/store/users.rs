@@ -74,7 +74,8 @@ pub(crate) struct NewUserRecord {
     pub(crate) id: Uuid,
     pub(crate) email: Email,
     pub(crate) username: Username,
-    pub(crate) password_hash: PasswordHash,
+    /// None: the account cannot log in until it is given a password.
+    pub(crate) password_hash: Option<PasswordHash>,
     pub(crate) roles: Roles,
     pub(crate) email_verified: bool,
     pub(crate) events: Vec<AuditEvent>,
@@ -93,7 +94,10 @@ impl Database {
             email: new.email.as_str().to_owned(),
             email_key: Some(new.email.key().to_owned()),
             username: new.username.as_str().to_owned(),
-            password_hash: new.password_hash.as_str().to_owned(),
+            password_hash: new
+                .password_hash
+                .map(|hash| hash.as_str().to_owned())
+                .unwrap_or_default(),
             created_at: now,
             updated_at: now,
             password_version: 0,

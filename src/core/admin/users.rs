@@ -8,7 +8,7 @@ use crate::{
         Email, Error, Password, PasswordHash, Role, Roles, User, UserFilter, Username,
         audit::{Actor, AuditEvent, EventType, Origin},
     },
-    store::{CreatedUser, Database, LiveSession, UserChange},
+    store::{Database, LiveSession, NewUserRecord, UserChange},
 };
 
 /// How GetUser names a user.
@@ -151,15 +151,17 @@ impl Admin {
         if new.roles.names().next().is_some() {
             events.push(roles_changed(actor, origin, id, &new.roles));
         }
-        let created = CreatedUser {
-            id,
-            email: new.email,
-            username: new.username,
-            password_hash,
-            roles: new.roles,
-            email_verified: new.email_verified,
-        };
-        self.db.create_user(created, events).await
+        self.db
+            .insert_user(NewUserRecord {
+                id,
+                email: new.email,
+                username: new.username,
+                password_hash,
+                roles: new.roles,
+                email_verified: new.email_verified,
+                events,
+            })
+            .await
     }
 
     /// Applies `update`. `roles.changed` is recorded only when the roles
