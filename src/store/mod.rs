@@ -314,10 +314,18 @@ pub(crate) fn query_error(error: QueryError) -> Error {
             Error::unavailable(error)
         }
         // SQLite reports a write lock it waited on past busy_timeout this
-        // way, PostgreSQL a statement cancelled by statement_timeout.
+        // way, PostgreSQL a statement cancelled by statement_timeout, and a
+        // server shutting down (SQLSTATE 57P01 to 57P03) the connections it
+        // ends or refuses; diesel hands over only the message.
         QueryError::DatabaseError(_, info)
-            if info.message().contains("database is locked")
-                || info.message().contains("statement timeout") =>
+            if [
+                "database is locked",
+                "statement timeout",
+                "terminating connection",
+                "the database system is",
+            ]
+            .iter()
+            .any(|transient| info.message().contains(transient)) =>
         {
             Error::unavailable(error)
         }
