@@ -20,9 +20,10 @@ use authd::api::proto::admin::{
     admin_service_client::AdminServiceClient,
 };
 use tonic::{Code, Status, transport::Channel};
-use tonic_types::StatusExt;
 
-use crate::support::{Backend, PASSWORD, TestApp, authorized, backend_tests, jwt_claims};
+use crate::support::{
+    Backend, PASSWORD, TestApp, authorized, backend_tests, jwt_claims, violations,
+};
 
 backend_tests!(
     paging_sees_every_user_once_while_users_are_created,
@@ -39,18 +40,6 @@ backend_tests!(
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
-
-/// The field -> description map of an INVALID_ARGUMENT's BadRequest details.
-fn violations(status: &Status) -> BTreeMap<String, String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    status
-        .get_details_bad_request()
-        .expect("INVALID_ARGUMENT carries google.rpc.BadRequest")
-        .field_violations
-        .into_iter()
-        .map(|v| (v.field, v.description))
-        .collect()
-}
 
 fn assert_field(status: &Status, field: &str) {
     let violations = violations(status);

@@ -1,10 +1,7 @@
-use std::collections::BTreeMap;
-
 use authd::Application;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
+use tonic::Code;
 
-use crate::support::{self, Backend, PASSWORD, TestApp, backend_tests};
+use crate::support::{self, Backend, PASSWORD, TestApp, backend_tests, violations};
 
 backend_tests!(
     signup_returns_the_normalized_user,
@@ -20,19 +17,6 @@ backend_tests!(
     stored_emails_without_a_key_get_one_at_startup,
     stored_emails_that_are_one_mailbox_stop_startup,
 );
-
-/// The field -> description map of an INVALID_ARGUMENT's BadRequest details.
-fn violations(status: &Status) -> BTreeMap<String, String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let bad_request = status
-        .get_details_bad_request()
-        .expect("INVALID_ARGUMENT carries google.rpc.BadRequest");
-    bad_request
-        .field_violations
-        .into_iter()
-        .map(|v| (v.field, v.description))
-        .collect()
-}
 
 async fn signup_returns_the_normalized_user(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -151,16 +151,7 @@ impl TestApp {
 
     /// Signs a user up and logs in, returning the user and its access token.
     pub(crate) async fn user_with_token(&self, email: &str) -> (User, String) {
-        let user = self
-            .signup(email, PASSWORD, "tester")
-            .await
-            .expect("signup");
-        let token = self
-            .login(email, PASSWORD)
-            .await
-            .expect("login")
-            .access_token;
-        (user, token)
+        self.user_with_roles(email, &[]).await
     }
 
     /// Signs a user up, gives them `roles` straight in the database (as an
@@ -171,13 +162,15 @@ impl TestApp {
             .signup(email, PASSWORD, "tester")
             .await
             .expect("signup");
-        self.db
-            .execute(&format!(
-                "UPDATE users SET roles = '{}' WHERE id = '{}'",
-                roles.join(" "),
-                user.id
-            ))
-            .await;
+        if !roles.is_empty() {
+            self.db
+                .execute(&format!(
+                    "UPDATE users SET roles = '{}' WHERE id = '{}'",
+                    roles.join(" "),
+                    user.id
+                ))
+                .await;
+        }
         let token = self
             .login(email, PASSWORD)
             .await

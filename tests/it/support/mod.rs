@@ -19,6 +19,19 @@ pub(crate) use self::{
 
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
+/// The field -> description map of an INVALID_ARGUMENT's BadRequest details.
+pub(crate) fn violations(status: &tonic::Status) -> std::collections::BTreeMap<String, String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries google.rpc.BadRequest")
+        .field_violations
+        .into_iter()
+        .map(|violation| (violation.field, violation.description))
+        .collect()
+}
+
 /// Runs each named `async fn(Backend)` once on SQLite and once on PostgreSQL.
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
