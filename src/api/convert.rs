@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use authd_verify::Claims;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
+use uuid::Uuid;
 
 use super::proto;
 use crate::{
@@ -51,6 +52,45 @@ impl Violations {
             Err(Error::InvalidArgument(self.0))
         }
     }
+
+    /// The parsed fields, or INVALID_ARGUMENT naming every bad one. A field
+    /// missing without a violation would be a bug of ours.
+    pub(crate) fn into_result<T>(self, parsed: Option<T>) -> Result<T, Error> {
+        self.finish()?;
+        parsed.ok_or_else(|| Error::internal("a field failed to parse without a violation"))
+    }
+
+    /// An id field: present and a UUID.
+    pub(crate) fn id(&mut self, field: &'static str, raw: &str) -> Option<Uuid> {
+        if raw.is_empty() {
+            self.push(field, "must not be empty");
+            return None;
+        }
+        self.check(
+            field,
+            Uuid::parse_str(raw).map_err(|_| "must be an id (a UUID)"),
+        )
+    }
+}
+
+/// The one id field of a request.
+pub(crate) fn required_id(field: &'static str, raw: &str) -> Result<Uuid, Error> {
+    let mut violations = Violations::default();
+    let id = violations.id(field, raw);
+    violations.into_result(id)
+}
+
+/// An optional timestamp field.
+pub(crate) fn time(
+    raw: Option<prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, &'static str> {
+    raw.map(|time| {
+        u32::try_from(time.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(time.seconds, nanos))
+            .ok_or("must be a valid timestamp")
+    })
+    .transpose()
 }
 
 /// A protobuf timestamp of `time`.

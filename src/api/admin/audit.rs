@@ -1,13 +1,12 @@
 //! The audit-trail RPCs of AdminService.
 
-use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream::BoxStream};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{AdminApi, paging, pb};
 use crate::{
-    api::convert::{Violations, timestamp},
+    api::convert::{Violations, time, timestamp},
     domain::{
         Error,
         audit::{AuditFilter, EventType, RecordedEvent},
@@ -68,8 +67,8 @@ fn parse_list(
     let user_id = violations.check("user_id", optional_uuid(&request.user_id));
     let actor_id = violations.check("actor_id", actor_id(&request.actor_id));
     let kind = violations.check("type", event_type(&request.r#type));
-    let since = violations.check("since", optional_time(request.since));
-    let until = violations.check("until", optional_time(request.until));
+    let since = violations.check("since", time(request.since));
+    let until = violations.check("until", time(request.until));
     let before = violations.check(
         "page_token",
         paging::position(&request.page_token, &filters(request)),
@@ -111,18 +110,6 @@ fn event_type(raw: &str) -> Result<Option<EventType>, &'static str> {
     EventType::parse(raw)
         .map(Some)
         .ok_or("is not an audit event type (see admin.proto)")
-}
-
-fn optional_time(
-    raw: Option<prost_types::Timestamp>,
-) -> Result<Option<DateTime<Utc>>, &'static str> {
-    raw.map(|time| {
-        u32::try_from(time.nanos)
-            .ok()
-            .and_then(|nanos| DateTime::from_timestamp(time.seconds, nanos))
-            .ok_or("is not a valid timestamp")
-    })
-    .transpose()
 }
 
 /// A WatchAuditEvents cursor: empty for the start of the trail.

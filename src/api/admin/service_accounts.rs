@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::{AdminApi, Caller, pb};
 use crate::{
-    api::convert::{Violations, timestamp},
+    api::convert::{Violations, required_id, time, timestamp},
     core::admin::service_accounts::By,
-    domain::{Error, Roles, Username, service_account::ServiceAccount},
+    domain::{Roles, Username, service_account::ServiceAccount},
 };
 
 impl Caller {
@@ -29,36 +29,19 @@ fn account(account: ServiceAccount) -> pb::ServiceAccount {
     }
 }
 
-/// An id field: unparsable is the client's mistake, INVALID_ARGUMENT; an
-/// unknown id is for the core to find out.
-fn id(field: &'static str, text: &str) -> Result<Uuid, Error> {
-    let mut violations = Violations::default();
-    let id = violations.check(field, Uuid::parse_str(text).map_err(|_| "must be a UUID"));
-    parsed(violations, id)
-}
-
-/// The parsed fields, or INVALID_ARGUMENT naming every bad one. A field
-/// missing without a violation would be a bug of ours.
-fn parsed<T>(violations: Violations, fields: Option<T>) -> Result<T, Error> {
-    violations.finish()?;
-    fields.ok_or_else(|| Error::internal("a field failed to parse without a violation"))
-}
-
 /// When a new key stops working: never when unset, else a time that has
 /// not passed yet.
-fn expiry(expires_at: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, String> {
-    let Some(expires_at) = expires_at else {
+fn expiry(
+    expires_at: Option<prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, &'static str> {
+    let Some(expires_at) = time(expires_at)? else {
         return Ok(None);
     };
-    let time = u32::try_from(expires_at.nanos)
-        .ok()
-        .and_then(|nanos| DateTime::from_timestamp(expires_at.seconds, nanos))
-        .ok_or("must be a valid timestamp")?
-        .trunc_subsecs(6);
-    if time <= Utc::now() {
-        return Err("must be in the future".to_owned());
+    let expires_at = expires_at.trunc_subsecs(6);
+    if expires_at <= Utc::now() {
+        return Err("must be in the future");
     }
-    Ok(Some(time))
+    Ok(Some(expires_at))
 }
 
 pub(super) async fn create_service_account(
@@ -73,7 +56,7 @@ pub(super) async fn create_service_account(
         "roles",
         Roles::parse(request.roles.iter().map(String::as_str)),
     );
-    let (name, roles) = parsed(violations, name.zip(roles))?;
+    let (name, roles) = violations.into_result(name.zip(roles))?;
     let created = api
         .admin
         .create_service_account(name, roles, caller.by())
@@ -101,7 +84,7 @@ pub(super) async fn delete_service_account(
     request: Request<pb::DeleteServiceAccountRequest>,
 ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
     let caller = api.caller(&request).await?;
-    let id = id("id", &request.get_ref().id)?;
+    let id = required_id("id", &request.get_ref().id)?;
     api.admin.delete_service_account(id, caller.by()).await?;
     Ok(Response::new(pb::DeleteServiceAccountResponse {}))
 }
@@ -118,7 +101,7 @@ pub(super) async fn create_api_key(
         Uuid::parse_str(&request.service_account_id).map_err(|_| "must be a UUID"),
     );
     let expires_at = violations.check("expires_at", expiry(request.expires_at));
-    let (account, expires_at) = parsed(violations, account.zip(expires_at))?;
+    let (account, expires_at) = violations.into_result(account.zip(expires_at))?;
     let created = api
         .admin
         .create_api_key(account, expires_at, caller.by())
@@ -134,7 +117,7 @@ pub(super) async fn revoke_api_key(
     request: Request<pb::RevokeApiKeyRequest>,
 ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
     let caller = api.caller(&request).await?;
-    let key_id = id("key_id", &request.get_ref().key_id)?;
+    let key_id = required_id("key_id", &request.get_ref().key_id)?;
     api.admin.revoke_api_key(key_id, caller.by()).await?;
     Ok(Response::new(pb::RevokeApiKeyResponse {}))
 }

@@ -5,33 +5,13 @@ use uuid::Uuid;
 
 use super::{AdminApi, paging, pb};
 use crate::{
-    api::convert::{Violations, timestamp},
+    api::convert::{Violations, required_id, timestamp},
     core::admin::{NewAccount, UserKey, UserUpdate},
     domain::{EMAIL_MAX_BYTES, Email, Error, Password, Role, Roles, UserFilter, Username},
 };
 
 /// No email is longer, so no longer text can match one.
 const MAX_QUERY_BYTES: usize = EMAIL_MAX_BYTES;
-
-/// A user id field: present and a UUID.
-fn user_id(violations: &mut Violations, field: &'static str, raw: &str) -> Option<Uuid> {
-    if raw.is_empty() {
-        violations.push(field, "must not be empty");
-        return None;
-    }
-    violations.check(
-        field,
-        Uuid::parse_str(raw).map_err(|_| "must be a user id (a UUID)"),
-    )
-}
-
-/// The one id field of a request, parsed.
-fn required_id(field: &'static str, raw: &str) -> Result<Uuid, Error> {
-    let mut violations = Violations::default();
-    let id = user_id(&mut violations, field, raw);
-    violations.finish()?;
-    id.ok_or_else(|| Error::internal("an id without a violation did not parse"))
-}
 
 /// The filters a page token is bound to, as text.
 fn filter_texts(filter: &UserFilter) -> [&str; 3] {
@@ -91,7 +71,7 @@ pub(super) async fn list_users(
 fn user_key(request: &pb::GetUserRequest) -> Result<UserKey, Error> {
     let mut violations = Violations::default();
     let key = match (request.id.is_empty(), request.email.is_empty()) {
-        (false, true) => user_id(&mut violations, "id", &request.id).map(UserKey::Id),
+        (false, true) => violations.id("id", &request.id).map(UserKey::Id),
         (true, false) => violations
             .check("email", Email::parse(&request.email))
             .map(UserKey::Email),
@@ -167,7 +147,7 @@ pub(super) async fn create_user(
 fn user_update(request: pb::UpdateUserRequest) -> Result<(Uuid, UserUpdate), Error> {
     let mut violations = Violations::default();
     let user = request.user.unwrap_or_default();
-    let id = user_id(&mut violations, "user.id", &user.id);
+    let id = violations.id("user.id", &user.id);
     let paths = request
         .update_mask
         .map(|mask| mask.paths)
@@ -277,7 +257,7 @@ fn new_password(
     password_min: usize,
 ) -> Result<(Uuid, Password), Error> {
     let mut violations = Violations::default();
-    let id = user_id(&mut violations, "id", &request.id);
+    let id = violations.id("id", &request.id);
     let password = violations.check(
         "password",
         Password::parse_new(request.password, password_min),
