@@ -375,12 +375,14 @@ impl Database {
                 // A successor already spent in turn means the client has
                 // moved on: the stale duplicate is refused, the session
                 // kept.
-                Ok(match sealed {
-                    Some(sealed) if successor_unspent => {
-                        Outcome::Replayed(session_id, user_id, roles, sealed)
-                    }
-                    _ => Outcome::Rejected,
-                })
+                let Some(sealed) = sealed.filter(|_| successor_unspent) else {
+                    return Ok(Outcome::Rejected);
+                };
+                diesel::update(sessions::table.find(&session_id))
+                    .set(sessions::last_used_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                Ok(Outcome::Replayed(session_id, user_id, roles, sealed))
             })
             .await
             .map_err(query_error))?;
