@@ -19,8 +19,9 @@ use anyhow::Context;
 use authd::api::proto::{
     ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
     IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
-    IssueServiceTokenResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
-    RefreshRequest, RefreshResponse, SignupRequest, SignupResponse, User,
+    IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
+    LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+    RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse, User,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use clap::Parser;
@@ -97,6 +98,20 @@ impl AuthService for Floor {
         &self,
         _: Request<IssueServiceTokenRequest>,
     ) -> Result<Response<IssueServiceTokenResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn list_sessions(
+        &self,
+        _: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn revoke_session(
+        &self,
+        _: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
         Err(unimplemented())
     }
 }

@@ -233,6 +233,7 @@ fn login_request(email: &str) -> LoginRequest {
     LoginRequest {
         email: email.into(),
         password: PASSWORD.into(),
+        device_label: String::new(),
     }
 }
 

@@ -64,6 +64,7 @@ pub struct Application {
     api: AuthApi,
     admin_api: AdminApi,
     audit: Audit,
+    accounts: Accounts,
     tls: Option<Tls>,
     cors: Option<tower_http::cors::CorsLayer>,
     reflection: bool,
@@ -97,7 +98,7 @@ impl Application {
         let limits = Limits::new(config.limits.clone(), &metrics)
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
-        let admin = Admin::new(database.clone(), hasher.clone());
+        let admin = Admin::new(database.clone(), hasher.clone(), config.sessions);
         let audit = Audit::new(database.clone(), config.audit);
         let accounts = Accounts::new(
             database.clone(),
@@ -127,9 +128,10 @@ impl Application {
             listener,
             database,
             tokens,
-            api: AuthApi::new(accounts, limits, config.password_min_length),
+            api: AuthApi::new(accounts.clone(), limits, config.password_min_length),
             admin_api: AdminApi::new(admin, audit.clone(), config.password_min_length),
             audit,
+            accounts,
             tls,
             cors: crate::api::cors::cors(&config.cors_allowed_origins),
             reflection: config.reflection,
@@ -168,6 +170,7 @@ impl Application {
             tokio::spawn(serve_metrics(listener, router, metrics_stop))
         });
         let audit_pruner = tokio::spawn(self.audit.keep_within_retention());
+        let session_tidier = tokio::spawn(self.accounts.keep_tidy());
         let jwks_max_age = self.keys.refresh;
         let key_refresher = tokio::spawn(keys::keep_fresh(
             self.database,
@@ -193,6 +196,7 @@ impl Application {
             watcher.abort();
             key_refresher.abort();
             audit_pruner.abort();
+            session_tidier.abort();
             if let Some(tls_watcher) = &tls_watcher {
                 tls_watcher.abort();
             }

@@ -227,6 +227,28 @@ pub struct Settings {
           value_parser = parse_reuse_grace, global = true)]
     pub(crate) refresh_reuse_grace: Duration,
 
+    /// A session not used (by Login or Refresh) for this long is dead: its
+    /// tokens stop working at authd. Off unless set (e.g. 14d).
+    #[arg(long, env = "AUTHD_SESSION_IDLE_TIMEOUT", value_parser = parse_duration, global = true)]
+    pub(crate) session_idle_timeout: Option<Duration>,
+
+    /// A session this old is dead, however often it was refreshed. Off
+    /// unless set (e.g. 90d).
+    #[arg(long, env = "AUTHD_SESSION_MAX_AGE", value_parser = parse_duration, global = true)]
+    pub(crate) session_max_age: Option<Duration>,
+
+    /// Most live sessions per user: a Login beyond it ends the least
+    /// recently used ones. Off unless set.
+    #[arg(long, env = "AUTHD_MAX_SESSIONS_PER_USER",
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub(crate) max_sessions_per_user: Option<u32>,
+
+    /// How long ended sessions and expired refresh tokens are kept before
+    /// every replica's housekeeping deletes them (e.g. 7d).
+    #[arg(long, env = "AUTHD_SESSION_RETENTION", default_value = "7d",
+          value_parser = parse_duration, global = true)]
+    pub(crate) session_retention: Duration,
+
     /// How long audit events are kept (e.g. 90d, 1y). Every replica deletes
     /// older ones now and then.
     #[arg(long, env = "AUTHD_AUDIT_RETENTION", default_value = "90d", value_parser = parse_duration,
@@ -460,6 +482,14 @@ impl TryFrom<Settings> for Config {
             sessions: SessionSettings {
                 refresh_ttl: settings.refresh_ttl,
                 reuse_grace: settings.refresh_reuse_grace,
+                idle_timeout: settings.session_idle_timeout,
+                max_age: settings.session_max_age,
+                max_per_user: settings
+                    .max_sessions_per_user
+                    .map(usize::try_from)
+                    .transpose()
+                    .map_err(|_| "AUTHD_MAX_SESSIONS_PER_USER is too large")?,
+                retention: settings.session_retention,
             },
             audit: AuditSettings {
                 retention: settings.audit_retention,

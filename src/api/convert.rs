@@ -14,6 +14,7 @@ use crate::{
     core::tokens::AccessToken,
     domain::Error,
     domain::FieldViolation,
+    domain::session::DeviceLabel,
     domain::{Credentials, Email, NewUser, Password, User, Username},
 };
 
@@ -123,12 +124,15 @@ pub(crate) fn new_user(
     }
 }
 
-pub(crate) fn credentials(request: proto::LoginRequest) -> Result<Credentials, Error> {
+pub(crate) fn credentials(
+    request: proto::LoginRequest,
+) -> Result<(Credentials, Option<DeviceLabel>), Error> {
     let mut violations = Violations::default();
     let email = violations.check("email", Email::parse(&request.email));
     let password = violations.check("password", Password::parse_existing(request.password));
-    match (email, password) {
-        (Some(email), Some(password)) => Ok(Credentials { email, password }),
+    let label = violations.check("device_label", DeviceLabel::parse(&request.device_label));
+    match (email, password, label) {
+        (Some(email), Some(password), Some(label)) => Ok((Credentials { email, password }, label)),
         _ => Err(Error::InvalidArgument(violations.0)),
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod convert;
 pub(crate) mod cors;
 pub(crate) mod listener;
 pub mod malformed;
+mod sessions;
 pub(crate) mod status;
 pub mod well_known;
 
@@ -21,7 +22,7 @@ pub(crate) use bearer::BearerAuthLayer;
 use crate::{
     core::accounts::Accounts,
     core::throttle::{Action, Limits},
-    domain::{Error, audit::Origin},
+    domain::{Error, audit::Origin, session::Device},
 };
 
 /// Code generated from `proto/auth/v1/auth.proto`.
@@ -49,8 +50,9 @@ pub mod proto {
 use proto::{
     ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
     IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
-    IssueServiceTokenResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
-    RefreshRequest, RefreshResponse, SignupRequest, SignupResponse,
+    IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
+    LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+    RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse,
     auth_service_server::AuthService,
 };
 
@@ -126,8 +128,10 @@ impl AuthService for AuthApi {
     ) -> Result<Response<LoginResponse>, Status> {
         self.limit_client(Action::Login, &request).await?;
         let origin = origin(&request);
-        let credentials = convert::credentials(request.into_inner())?;
-        let token = self.accounts.login(credentials, &origin).await?;
+        let device = sessions::device(&request);
+        let (credentials, label) = convert::credentials(request.into_inner())?;
+        let device = Device { label, ..device };
+        let token = self.accounts.login(credentials, device, &origin).await?;
         Ok(Response::new(token.into()))
     }
 
@@ -197,5 +201,24 @@ impl AuthService for AuthApi {
         let api_key = convert::required("api_key", &request.get_ref().api_key)?;
         let token = self.accounts.issue_service_token(api_key, &origin).await?;
         Ok(Response::new(convert::service_token(&token)))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let (list, current) = self.accounts.sessions(claims(&request)?).await?;
+        Ok(Response::new(sessions::list(list, current)))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let session_id = sessions::session_id(&request.get_ref().session_id)?;
+        self.accounts
+            .revoke_session(claims(&request)?, session_id, &origin(&request))
+            .await?;
+        Ok(Response::new(RevokeSessionResponse {}))
     }
 }

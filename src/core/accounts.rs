@@ -3,6 +3,7 @@
 //! [`Error`].
 
 mod service_tokens;
+mod sessions;
 mod signups;
 
 use std::{sync::Arc, time::Duration};
@@ -21,16 +22,22 @@ use crate::{
     domain::{
         Credentials, NewUser, Password, Roles, User,
         audit::{Actor, AuditEvent, EventType, Origin},
+        session::Device,
     },
     store::{Database, NewSession, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
 };
 use signups::SignupLine;
 
-/// How long refresh tokens live and how reuse is judged.
+/// How long refresh tokens live, how reuse is judged, when a session dies
+/// of itself and how long ended sessions are kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SessionSettings {
     pub(crate) refresh_ttl: Duration,
     pub(crate) reuse_grace: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) max_per_user: Option<usize>,
+    pub(crate) retention: Duration,
 }
 
 /// The tokens of a session: what Login and Refresh hand out.
@@ -102,6 +109,7 @@ impl Accounts {
     pub(crate) async fn login(
         &self,
         credentials: Credentials,
+        device: Device,
         origin: &Origin,
     ) -> Result<SessionTokens, Error> {
         let (user, password) = self
@@ -159,6 +167,8 @@ impl Accounts {
                 user_id: user.id,
                 password_version: password.version,
                 refresh: self.refresh_record(refresh.hash())?,
+                device,
+                limit: self.session_limit(user.id, origin),
                 events: vec![
                     AuditEvent::new(EventType::LoginSucceeded, Actor::User(user.id), origin)
                         .user(user.id)
@@ -205,6 +215,7 @@ impl Accounts {
                 self.refresh_record(successor.hash())?,
                 presented.seal(&successor),
                 self.sessions.reuse_grace,
+                self.sessions.liveness(),
                 AuditEvent::new(EventType::RefreshReuseDetected, Actor::Anonymous, origin),
             )
             .await?;
@@ -272,7 +283,7 @@ impl Accounts {
                 event.detail("reason", "logout"),
             )
         };
-        self.db.revoke_sessions(scope, event).await
+        self.db.revoke_sessions(scope, event).await.map(drop)
     }
 
     /// Checks the current password, stores the new one and ends every other
@@ -384,7 +395,11 @@ impl Accounts {
     /// checked here, against the database, so revocation takes effect at once.
     async fn live_session_user(&self, claims: &Claims) -> Result<(User, StoredPassword), Error> {
         self.db
-            .session_user(claims.session_id()?, claims.user_id()?)
+            .session_user(
+                claims.session_id()?,
+                claims.user_id()?,
+                self.sessions.liveness(),
+            )
             .await?
             .ok_or(Error::InvalidToken)
     }

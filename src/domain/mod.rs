@@ -18,6 +18,7 @@ pub(crate) mod audit;
 mod error;
 pub(crate) mod roles;
 pub(crate) mod service_account;
+pub(crate) mod session;
 
 pub(crate) use error::{Error, FieldViolation};
 pub(crate) use roles::{Role, Roles};
@@ -248,6 +249,19 @@ fn is_host_name(ascii: &str) -> bool {
     labels.next().is_some() && !tld.chars().all(|c| c.is_ascii_digit())
 }
 
+/// `raw` trimmed, if it is at most 64 characters with nothing invisible
+/// (see [`is_forbidden`]); possibly empty.
+fn visible_name(raw: &str) -> Result<&str, &'static str> {
+    let trimmed = raw.trim();
+    if trimmed.chars().count() > USERNAME_MAX_CHARS {
+        return Err("must be at most 64 characters");
+    }
+    if trimmed.chars().any(is_forbidden) {
+        return Err(FORBIDDEN);
+    }
+    Ok(trimmed)
+}
+
 /// A display name: 1 to 64 characters once trimmed, nothing invisible
 /// (see [`is_forbidden`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,18 +269,10 @@ pub(crate) struct Username(String);
 
 impl Username {
     pub(crate) fn parse(raw: &str) -> Result<Self, &'static str> {
-        let trimmed = raw.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 {
-            return Err("must not be empty");
+        match visible_name(raw)? {
+            "" => Err("must not be empty"),
+            name => Ok(Self(name.to_owned())),
         }
-        if chars > USERNAME_MAX_CHARS {
-            return Err("must be at most 64 characters");
-        }
-        if trimmed.chars().any(is_forbidden) {
-            return Err(FORBIDDEN);
-        }
-        Ok(Self(trimmed.to_owned()))
     }
 
     /// See [`Email::from_stored`].

@@ -29,7 +29,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub(crate) use admin_users::{LiveSession, UserChange};
 pub(crate) use keys::StoredKey;
-pub(crate) use sessions::{NewSession, RefreshRecord, Revoke, Rotation};
+pub(crate) use sessions::{Liveness, NewSession, RefreshRecord, Revoke, Rotation, SessionLimit};
 pub(crate) use users::{NewUserRecord, StoredPassword};
 
 use secrecy::SecretString;

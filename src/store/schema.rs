@@ -34,6 +34,10 @@ diesel::table! {
         user_id -> Text,
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        last_used_at -> Timestamp,
+        client_address -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        device_label -> Nullable<Text>,
     }
 }
 

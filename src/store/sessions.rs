@@ -14,8 +14,46 @@ use super::{
     with_conn,
 };
 use crate::{
-    domain::Error, domain::PasswordHash, domain::Roles, domain::User, domain::audit::AuditEvent,
+    domain::Error,
+    domain::PasswordHash,
+    domain::Roles,
+    domain::User,
+    domain::audit::AuditEvent,
+    domain::session::{Device, DeviceLabel, SessionInfo, UserAgent},
 };
+
+/// A live session was last used after `used_after` and started after
+/// `created_after`: the idle timeout and the maximum age as instants. With
+/// no limit the instant is the epoch, which every session is after.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Liveness {
+    pub(crate) used_after: DateTime<Utc>,
+    pub(crate) created_after: DateTime<Utc>,
+}
+
+impl Liveness {
+    fn allows(&self, last_used_at: NaiveDateTime, created_at: NaiveDateTime) -> bool {
+        last_used_at > self.used_after.naive_utc() && created_at > self.created_after.naive_utc()
+    }
+}
+
+/// How many live sessions a user may keep; a Login beyond it ends the least
+/// recently used ones, each recorded as `ended` with its session id.
+pub(crate) struct SessionLimit {
+    pub(crate) max: usize,
+    pub(crate) live: Liveness,
+    pub(crate) ended: AuditEvent,
+}
+
+/// A session row as ListSessions reads it.
+type SessionRow = (
+    String,
+    NaiveDateTime,
+    NaiveDateTime,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// A refresh token to store: its hash and when it stops working.
 pub(crate) struct RefreshRecord {
@@ -59,7 +97,13 @@ enum Outcome {
 /// session's owner and revocation, the owner's roles and whether they are
 /// disabled, and the token's own rotation.
 type Presented = (
-    (String, String, Option<NaiveDateTime>),
+    (
+        String,
+        String,
+        Option<NaiveDateTime>,
+        NaiveDateTime,
+        NaiveDateTime,
+    ),
     (String, Option<NaiveDateTime>),
     (Option<NaiveDateTime>, Option<String>, Option<String>),
 );
@@ -111,11 +155,16 @@ impl Database {
             user_id,
             password_version,
             refresh,
+            device,
+            limit,
             events,
         } = session;
         let session_id = id.to_string();
         let now = Utc::now().naive_utc();
         let (session_id_ref, user_id) = (&session_id, user_id.to_string());
+        let client_address = device.client_address.map(|address| address.to_string());
+        let user_agent = device.user_agent.as_ref().map(UserAgent::as_str);
+        let label = device.label.as_ref().map(DeviceLabel::as_str);
         let created = with_conn!(self, |conn| conn
             .transaction::<_, QueryError, _>(async |conn| {
                 let current = diesel::update(
@@ -136,6 +185,10 @@ impl Database {
                         sessions::id.eq(session_id_ref),
                         sessions::user_id.eq(&user_id),
                         sessions::created_at.eq(now),
+                        sessions::last_used_at.eq(now),
+                        sessions::client_address.eq(&client_address),
+                        sessions::user_agent.eq(user_agent),
+                        sessions::device_label.eq(label),
                     ))
                     .execute(conn)
                     .await?;
@@ -148,7 +201,35 @@ impl Database {
                     ))
                     .execute(conn)
                     .await?;
-                conn.append_audit(events).await.map(|()| true)
+                let mut events = events.clone();
+                if let Some(limit) = limit {
+                    let beyond: Vec<String> = sessions::table
+                        .filter(sessions::user_id.eq(&user_id))
+                        .filter(sessions::revoked_at.is_null())
+                        .filter(sessions::last_used_at.gt(limit.live.used_after.naive_utc()))
+                        .filter(sessions::created_at.gt(limit.live.created_after.naive_utc()))
+                        .order((
+                            sessions::last_used_at.desc(),
+                            sessions::created_at.desc(),
+                            sessions::id.desc(),
+                        ))
+                        .select(sessions::id)
+                        .offset(i64::try_from(limit.max).unwrap_or(i64::MAX))
+                        .load(conn)
+                        .await?;
+                    if !beyond.is_empty() {
+                        diesel::update(sessions::table.filter(sessions::id.eq_any(&beyond)))
+                            .set(sessions::revoked_at.eq(now))
+                            .execute(conn)
+                            .await?;
+                    }
+                    events.extend(beyond.iter().map(|id| {
+                        let mut ended = limit.ended.clone();
+                        ended.session_id = Uuid::parse_str(id).ok();
+                        ended
+                    }));
+                }
+                conn.append_audit(&events).await.map(|()| true)
             })
             .await
             .map_err(query_error))?;
@@ -165,24 +246,34 @@ impl Database {
         successor: RefreshRecord,
         successor_sealed: String,
         grace: Duration,
+        live: Liveness,
         reuse: AuditEvent,
     ) -> Result<Rotation, Error> {
         let db = self.clone();
         run_detached(async move {
-            db.rotate(&presented_hash, &successor, &successor_sealed, grace, reuse)
-                .await
+            db.rotate(
+                &presented_hash,
+                &successor,
+                &successor_sealed,
+                grace,
+                live,
+                reuse,
+            )
+            .await
         })
         .await
     }
 
     /// `reuse` is recorded, with the session and its user, if the token
-    /// turns out to be reused.
+    /// turns out to be reused. A session that `live` rules dead is refused
+    /// like a revoked one.
     async fn rotate(
         &self,
         presented_hash: &str,
         successor: &RefreshRecord,
         successor_sealed: &str,
         grace: Duration,
+        live: Liveness,
         reuse: AuditEvent,
     ) -> Result<Rotation, Error> {
         let now = Utc::now().naive_utc();
@@ -207,7 +298,13 @@ impl Database {
                     .inner_join(sessions::table.inner_join(users::table))
                     .filter(refresh_tokens::token_hash.eq(presented_hash))
                     .select((
-                        (sessions::id, sessions::user_id, sessions::revoked_at),
+                        (
+                            sessions::id,
+                            sessions::user_id,
+                            sessions::revoked_at,
+                            sessions::last_used_at,
+                            sessions::created_at,
+                        ),
                         (users::roles, users::disabled_at),
                         (
                             refresh_tokens::rotated_at,
@@ -219,17 +316,24 @@ impl Database {
                     .await
                     .optional()?;
                 let Some((
-                    (session_id, user_id, revoked_at),
+                    (session_id, user_id, revoked_at, last_used_at, created_at),
                     (roles, disabled_at),
                     (rotated_at, next_hash, sealed),
                 )) = found
                 else {
                     return Ok(Outcome::Rejected);
                 };
-                if revoked_at.is_some() || disabled_at.is_some() {
+                if revoked_at.is_some()
+                    || disabled_at.is_some()
+                    || !live.allows(last_used_at, created_at)
+                {
                     return Ok(Outcome::Rejected);
                 }
                 if spent {
+                    diesel::update(sessions::table.find(&session_id))
+                        .set(sessions::last_used_at.eq(now))
+                        .execute(conn)
+                        .await?;
                     diesel::insert_into(refresh_tokens::table)
                         .values((
                             refresh_tokens::token_hash.eq(&successor.token_hash),
@@ -271,12 +375,14 @@ impl Database {
                 // A successor already spent in turn means the client has
                 // moved on: the stale duplicate is refused, the session
                 // kept.
-                Ok(match sealed {
-                    Some(sealed) if successor_unspent => {
-                        Outcome::Replayed(session_id, user_id, roles, sealed)
-                    }
-                    _ => Outcome::Rejected,
-                })
+                let Some(sealed) = sealed.filter(|_| successor_unspent) else {
+                    return Ok(Outcome::Rejected);
+                };
+                diesel::update(sessions::table.find(&session_id))
+                    .set(sessions::last_used_at.eq(now))
+                    .execute(conn)
+                    .await?;
+                Ok(Outcome::Replayed(session_id, user_id, roles, sealed))
             })
             .await
             .map_err(query_error))?;
@@ -288,12 +394,15 @@ impl Database {
         &self,
         session_id: Uuid,
         user_id: Uuid,
+        live: Liveness,
     ) -> Result<Option<(User, StoredPassword)>, Error> {
         let row = with_conn!(self, |conn| users::table
             .inner_join(sessions::table)
             .filter(sessions::id.eq(session_id.to_string()))
             .filter(users::id.eq(user_id.to_string()))
             .filter(sessions::revoked_at.is_null())
+            .filter(sessions::last_used_at.gt(live.used_after.naive_utc()))
+            .filter(sessions::created_at.gt(live.created_after.naive_utc()))
             .filter(users::disabled_at.is_null())
             .select(UserRow::as_select())
             .first(conn)
@@ -303,23 +412,62 @@ impl Database {
         row.map(UserRow::into_user).transpose()
     }
 
-    /// Revokes one session, or every live session of a user, and records
-    /// `event`.
+    /// A user's live sessions, newest first.
+    pub(crate) async fn user_sessions(
+        &self,
+        user_id: Uuid,
+        live: Liveness,
+    ) -> Result<Vec<SessionInfo>, Error> {
+        let rows: Vec<SessionRow> = with_conn!(self, |conn| sessions::table
+            .filter(sessions::user_id.eq(user_id.to_string()))
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::last_used_at.gt(live.used_after.naive_utc()))
+            .filter(sessions::created_at.gt(live.created_after.naive_utc()))
+            .order((sessions::created_at.desc(), sessions::id.desc()))
+            .select((
+                sessions::id,
+                sessions::created_at,
+                sessions::last_used_at,
+                sessions::client_address,
+                sessions::user_agent,
+                sessions::device_label,
+            ))
+            .load(conn)
+            .await
+            .map_err(query_error))?;
+        rows.into_iter()
+            .map(
+                |(id, created_at, last_used_at, client_address, user_agent, label)| {
+                    Ok(SessionInfo {
+                        id: uuid(&id)?,
+                        created_at: created_at.and_utc(),
+                        last_used_at: last_used_at.and_utc(),
+                        client_address,
+                        user_agent: user_agent.map(UserAgent::from_stored),
+                        label: label.map(DeviceLabel::from_stored),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Revokes the sessions `scope` names that are not revoked yet and, if
+    /// there were any, records `event`. Returns how many it revoked.
     pub(crate) async fn revoke_sessions(
         &self,
         scope: Revoke,
         event: AuditEvent,
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         let db = self.clone();
         run_detached(async move { db.end_sessions(scope, &event).await }).await
     }
 
-    async fn end_sessions(&self, scope: Revoke, event: &AuditEvent) -> Result<(), Error> {
+    async fn end_sessions(&self, scope: Revoke, event: &AuditEvent) -> Result<usize, Error> {
         let now = Utc::now().naive_utc();
         with_conn!(self, |conn| conn
             .transaction::<_, QueryError, _>(async |conn| {
                 let live = sessions::table.filter(sessions::revoked_at.is_null());
-                match scope {
+                let revoked = match scope {
                     Revoke::Session(id) => {
                         diesel::update(live.filter(sessions::id.eq(id.to_string())))
                             .set(sessions::revoked_at.eq(now))
@@ -332,8 +480,23 @@ impl Database {
                             .execute(conn)
                             .await?
                     }
+                    Revoke::Owned {
+                        user_id,
+                        session_id,
+                    } => {
+                        diesel::update(
+                            live.filter(sessions::id.eq(session_id.to_string()))
+                                .filter(sessions::user_id.eq(user_id.to_string())),
+                        )
+                        .set(sessions::revoked_at.eq(now))
+                        .execute(conn)
+                        .await?
+                    }
                 };
-                conn.append_audit(std::slice::from_ref(event)).await
+                if revoked > 0 {
+                    conn.append_audit(std::slice::from_ref(event)).await?;
+                }
+                Ok(revoked)
             })
             .await
             .map_err(query_error))
@@ -417,6 +580,8 @@ pub(crate) struct NewSession {
     pub(crate) user_id: Uuid,
     pub(crate) password_version: i64,
     pub(crate) refresh: RefreshRecord,
+    pub(crate) device: Device,
+    pub(crate) limit: Option<SessionLimit>,
     pub(crate) events: Vec<AuditEvent>,
 }
 
@@ -425,4 +590,66 @@ pub(crate) enum Revoke {
     Session(Uuid),
     /// Every session of this user.
     User(Uuid),
+    /// This session, if it belongs to this user.
+    Owned {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
+}
+
+impl Database {
+    /// Deletes up to `batch` refresh tokens that expired before `before`.
+    /// Replicas may run it at once: a row another deleted first is simply
+    /// gone.
+    pub(crate) async fn delete_expired_refresh_tokens(
+        &self,
+        before: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<usize, Error> {
+        with_conn!(self, |conn| {
+            let expired: Vec<String> = refresh_tokens::table
+                .select(refresh_tokens::token_hash)
+                .filter(refresh_tokens::expires_at.lt(before.naive_utc()))
+                .limit(batch)
+                .load(conn)
+                .await
+                .map_err(query_error)?;
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::token_hash.eq_any(expired)))
+                .execute(conn)
+                .await
+                .map_err(query_error)
+        })
+    }
+
+    /// Deletes up to `batch` sessions revoked before `revoked_before` or
+    /// that `dead` rules dead, with their refresh tokens (by cascade).
+    pub(crate) async fn delete_dead_sessions(
+        &self,
+        revoked_before: DateTime<Utc>,
+        dead: Liveness,
+        batch: i64,
+    ) -> Result<usize, Error> {
+        with_conn!(self, |conn| {
+            let ended: Vec<String> = sessions::table
+                .select(sessions::id)
+                .filter(
+                    sessions::revoked_at
+                        .lt(revoked_before.naive_utc())
+                        .or(sessions::last_used_at
+                            .le(dead.used_after.naive_utc())
+                            .nullable())
+                        .or(sessions::created_at
+                            .le(dead.created_after.naive_utc())
+                            .nullable()),
+                )
+                .limit(batch)
+                .load(conn)
+                .await
+                .map_err(query_error)?;
+            diesel::delete(sessions::table.filter(sessions::id.eq_any(ended)))
+                .execute(conn)
+                .await
+                .map_err(query_error)
+        })
+    }
 }

@@ -57,6 +57,7 @@ async fn no_session_outlives_the_password_it_logged_in_with(backend: Backend) {
                     .login(authd::api::proto::LoginRequest {
                         email,
                         password: PASSWORD.into(),
+                        device_label: String::new(),
                     })
                     .await
             }));

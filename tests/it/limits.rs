@@ -170,6 +170,7 @@ async fn parallel_wrong_guesses_cannot_pass_the_limit(counters: Counters) {
                 .login(LoginRequest {
                     email: "yan@example.com".into(),
                     password: format!("guess number {i}"),
+                    device_label: String::new(),
                 })
                 .await
         }
@@ -292,6 +293,7 @@ async fn ipv6_clients_share_the_limit_of_their_prefix(counters: Counters) {
             LoginRequest {
                 email: format!("nobody{n}@example.com"),
                 password: PASSWORD.into(),
+                device_label: String::new(),
             },
             from,
         );
@@ -343,6 +345,7 @@ async fn the_ipv6_prefix_length_is_configurable() {
         let request = LoginRequest {
             email: format!("nobody{n}@example.com"),
             password: PASSWORD.into(),
+            device_label: String::new(),
         };
         let status = client
             .login(forwarded_for(request, &format!("2001:db8::{n}")))

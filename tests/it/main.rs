@@ -30,6 +30,7 @@ mod processes;
 mod server;
 mod service_accounts;
 mod sessions;
+mod sessions_devices;
 mod signup;
 mod tls;
 mod tokens;

@@ -29,6 +29,7 @@ async fn a_login_flood_is_refused_fast_while_get_me_is_served(backend: Backend) 
                 .login(LoginRequest {
                     email: "flood@example.com".into(),
                     password: PASSWORD.into(),
+                    device_label: String::new(),
                 })
                 .await
         }
@@ -66,6 +67,7 @@ async fn timed_out_logins_give_their_place_back(backend: Backend) {
             let mut request = Request::new(LoginRequest {
                 email: "tess@example.com".into(),
                 password: PASSWORD.into(),
+                device_label: String::new(),
             });
             request.set_timeout(Duration::from_millis(5));
             client.login(request).await

@@ -102,6 +102,7 @@ async fn round_trip(channel: Channel, email: &str) -> Result<(), tonic::Status> 
         .login(authd::api::proto::LoginRequest {
             email: email.into(),
             password: PASSWORD.into(),
+            device_label: String::new(),
         })
         .await?
         .into_inner();
@@ -220,6 +221,7 @@ async fn services_verify_tokens_against_the_jwks_over_https() {
         .login(authd::api::proto::LoginRequest {
             email: "jwks@example.com".into(),
             password: PASSWORD.into(),
+            device_label: String::new(),
         })
         .await
         .expect("login")

@@ -292,6 +292,7 @@ async fn public_rpcs_ignore_the_authorization_header(backend: Backend) {
     let mut login = tonic::Request::new(authd::api::proto::LoginRequest {
         email: "quinn@example.com".into(),
         password: PASSWORD.into(),
+        device_label: String::new(),
     });
     login.metadata_mut().insert(
         "authorization",

@@ -10,6 +10,7 @@
 //!     .login(LoginRequest {
 //!         email: "ada@example.com".into(),
 //!         password: "correct horse battery".into(),
+//!         device_label: "laptop".into(),
 //!     })
 //!     .await?
 //!     .into_inner();
@@ -50,7 +51,7 @@ macro_rules! redacting_debug {
 }
 
 redacting_debug!(v1, SignupRequest { email, username } secret { password });
-redacting_debug!(v1, LoginRequest { email } secret { password });
+redacting_debug!(v1, LoginRequest { email, device_label } secret { password });
 redacting_debug!(v1, LoginResponse { token_type, expires_in } secret { access_token, refresh_token });
 redacting_debug!(v1, RefreshRequest {} secret { refresh_token });
 redacting_debug!(v1, RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
@@ -72,6 +73,7 @@ mod tests {
         let login = LoginRequest {
             email: "ada@example.com".into(),
             password: "hunter2".into(),
+            device_label: String::new(),
         };
         let printed = format!("{login:?}");
         assert!(printed.contains("ada@example.com") && !printed.contains("hunter2"));

@@ -239,6 +239,7 @@ mod tests {
             .login(LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                device_label: String::new(),
             })
             .await
             .expect("login")

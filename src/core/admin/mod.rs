@@ -10,6 +10,7 @@ pub(crate) use users::{NewAccount, UserKey, UserUpdate, change_role};
 use authd_verify::Claims;
 
 use crate::{
+    core::accounts::SessionSettings,
     core::hasher::Hasher,
     domain::{Error, audit::Actor},
     store::Database,
@@ -19,11 +20,16 @@ use crate::{
 pub(crate) struct Admin {
     db: Database,
     hasher: Hasher,
+    sessions: SessionSettings,
 }
 
 impl Admin {
-    pub(crate) fn new(db: Database, hasher: Hasher) -> Self {
-        Self { db, hasher }
+    pub(crate) fn new(db: Database, hasher: Hasher, sessions: SessionSettings) -> Self {
+        Self {
+            db,
+            hasher,
+            sessions,
+        }
     }
 
     /// Who a verified token stands for, if that still holds: a user's token
@@ -39,7 +45,12 @@ impl Admin {
                 Err(Error::InvalidToken)
             };
         }
-        match self.db.session_user(claims.session_id()?, subject).await? {
+        let live = self.sessions.liveness();
+        match self
+            .db
+            .session_user(claims.session_id()?, subject, live)
+            .await?
+        {
             Some(_) => Ok(Actor::User(subject)),
             None => Err(Error::InvalidToken),
         }

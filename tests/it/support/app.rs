@@ -144,6 +144,7 @@ impl TestApp {
             .login(LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                device_label: String::new(),
             })
             .await?;
         Ok(response.into_inner())
