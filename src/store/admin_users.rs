@@ -1,7 +1,7 @@
 //! Users as an operator manages them: listing, creating, changing and
 //! deleting, each change with its audit events in its own transaction.
 
-use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
+use chrono::{NaiveDateTime, SubsecRound, Utc};
 use diesel::{
     IntoSql,
     prelude::*,
@@ -42,12 +42,6 @@ pub(crate) struct UserChange {
     /// End every live session of the user.
     pub(crate) revoke_sessions: bool,
     pub(crate) events: Vec<AuditEvent>,
-}
-
-/// A live session of a user.
-pub(crate) struct LiveSession {
-    pub(crate) id: Uuid,
-    pub(crate) created_at: DateTime<Utc>,
 }
 
 #[derive(AsChangeset)]
@@ -107,10 +101,6 @@ fn contains_pattern(text: &str) -> String {
     }
     pattern.push('%');
     pattern
-}
-
-fn uuid(text: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(text).map_err(Error::internal)
 }
 
 fn email_taken(error: QueryError) -> Error {
@@ -276,34 +266,6 @@ impl Database {
                 .map_err(query_error))
         })
         .await
-    }
-
-    /// The live sessions of a user, newest first; None if there is no such
-    /// user.
-    pub(crate) async fn live_sessions(
-        &self,
-        user_id: Uuid,
-    ) -> Result<Option<Vec<LiveSession>>, Error> {
-        if self.find_user(user_id).await?.is_none() {
-            return Ok(None);
-        }
-        let rows: Vec<(String, NaiveDateTime)> = with_conn!(self, |conn| sessions::table
-            .filter(sessions::user_id.eq(user_id.to_string()))
-            .filter(sessions::revoked_at.is_null())
-            .order((sessions::created_at.desc(), sessions::id.desc()))
-            .select((sessions::id, sessions::created_at))
-            .load(conn)
-            .await
-            .map_err(query_error))?;
-        rows.into_iter()
-            .map(|(id, created_at)| {
-                Ok(LiveSession {
-                    id: uuid(&id)?,
-                    created_at: created_at.and_utc(),
-                })
-            })
-            .collect::<Result<_, _>>()
-            .map(Some)
     }
 }
 

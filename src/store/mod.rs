@@ -27,7 +27,7 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub(crate) use admin_users::{LiveSession, UserChange};
+pub(crate) use admin_users::UserChange;
 pub(crate) use keys::StoredKey;
 pub(crate) use sessions::{Liveness, NewSession, RefreshRecord, Revoke, Rotation, SessionLimit};
 pub(crate) use users::{NewUserRecord, StoredPassword};

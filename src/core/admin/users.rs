@@ -7,8 +7,9 @@ use crate::{
     domain::{
         Email, Error, Password, PasswordHash, Role, Roles, User, UserFilter, Username,
         audit::{Actor, AuditEvent, EventType, Origin},
+        session::SessionInfo,
     },
-    store::{Database, LiveSession, NewUserRecord, UserChange},
+    store::{Database, NewUserRecord, UserChange},
 };
 
 /// How GetUser names a user.
@@ -268,8 +269,13 @@ impl Admin {
         .map(drop)
     }
 
-    pub(crate) async fn user_sessions(&self, id: Uuid) -> Result<Vec<LiveSession>, Error> {
-        self.db.live_sessions(id).await?.ok_or_else(not_found)
+    /// The user's live sessions, newest first, judged by the same limits
+    /// as the user's own ListSessions.
+    pub(crate) async fn user_sessions(&self, id: Uuid) -> Result<Vec<SessionInfo>, Error> {
+        if self.db.find_user(id).await?.is_none() {
+            return Err(not_found());
+        }
+        self.db.user_sessions(id, self.sessions.liveness()).await
     }
 
     pub(crate) async fn revoke_user_sessions(
