@@ -397,7 +397,7 @@ pub async fn create_service_account(
     let roles = Roles::parse(roles.iter().map(String::as_str))
         .map_err(|why| anyhow::anyhow!("invalid --role: {why}"))?;
     let database = connect_and_migrate(config).await?;
-    let by = service_accounts::By {
+    let by = admin_users::By {
         actor: Actor::System,
         origin: &Origin::default(),
     };

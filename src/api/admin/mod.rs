@@ -18,7 +18,11 @@ use super::proto::admin::{
     self as pb, admin_service_server::AdminService, admin_service_server::SERVICE_NAME,
 };
 use crate::{
-    core::{admin::Admin, audit::Audit, tokens::Tokens},
+    core::{
+        admin::{Admin, By},
+        audit::Audit,
+        tokens::Tokens,
+    },
     domain::{
         Error,
         audit::{Actor, Origin},
@@ -83,6 +87,15 @@ impl AdminApi {
 pub(crate) struct Caller {
     pub(crate) actor: Actor,
     pub(crate) origin: Origin,
+}
+
+impl Caller {
+    fn by(&self) -> By<'_> {
+        By {
+            actor: self.actor,
+            origin: &self.origin,
+        }
+    }
 }
 
 impl AdminApi {

@@ -4,21 +4,11 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{AdminApi, Caller, pb};
+use super::{AdminApi, pb};
 use crate::{
     api::convert::{Violations, required_id, time, timestamp},
-    core::admin::service_accounts::By,
     domain::{Roles, Username, service_account::ServiceAccount},
 };
-
-impl Caller {
-    fn by(&self) -> By<'_> {
-        By {
-            actor: self.actor,
-            origin: &self.origin,
-        }
-    }
-}
 
 fn account(account: ServiceAccount) -> pb::ServiceAccount {
     pb::ServiceAccount {

@@ -133,10 +133,7 @@ pub(super) async fn create_user(
 ) -> Result<Response<pb::CreateUserResponse>, Status> {
     let caller = api.caller(&request).await?;
     let new = new_account(request.into_inner(), api.password_min_length)?;
-    let user = api
-        .admin
-        .create_user(caller.actor, &caller.origin, new)
-        .await?;
+    let user = api.admin.create_user(caller.by(), new).await?;
     Ok(Response::new(pb::CreateUserResponse {
         user: Some(user.into()),
     }))
@@ -201,10 +198,7 @@ pub(super) async fn update_user(
 ) -> Result<Response<pb::UpdateUserResponse>, Status> {
     let caller = api.caller(&request).await?;
     let (id, update) = user_update(request.into_inner())?;
-    let user = api
-        .admin
-        .update_user(caller.actor, &caller.origin, id, update)
-        .await?;
+    let user = api.admin.update_user(caller.by(), id, update).await?;
     Ok(Response::new(pb::UpdateUserResponse {
         user: Some(user.into()),
     }))
@@ -216,9 +210,7 @@ pub(super) async fn delete_user(
 ) -> Result<Response<pb::DeleteUserResponse>, Status> {
     let caller = api.caller(&request).await?;
     let id = required_id("id", &request.get_ref().id)?;
-    api.admin
-        .delete_user(caller.actor, &caller.origin, id)
-        .await?;
+    api.admin.delete_user(caller.by(), id).await?;
     Ok(Response::new(pb::DeleteUserResponse {}))
 }
 
@@ -228,10 +220,7 @@ pub(super) async fn disable_user(
 ) -> Result<Response<pb::DisableUserResponse>, Status> {
     let caller = api.caller(&request).await?;
     let id = required_id("id", &request.get_ref().id)?;
-    let user = api
-        .admin
-        .disable_user(caller.actor, &caller.origin, id)
-        .await?;
+    let user = api.admin.disable_user(caller.by(), id).await?;
     Ok(Response::new(pb::DisableUserResponse {
         user: Some(user.into()),
     }))
@@ -243,10 +232,7 @@ pub(super) async fn enable_user(
 ) -> Result<Response<pb::EnableUserResponse>, Status> {
     let caller = api.caller(&request).await?;
     let id = required_id("id", &request.get_ref().id)?;
-    let user = api
-        .admin
-        .enable_user(caller.actor, &caller.origin, id)
-        .await?;
+    let user = api.admin.enable_user(caller.by(), id).await?;
     Ok(Response::new(pb::EnableUserResponse {
         user: Some(user.into()),
     }))
@@ -273,9 +259,7 @@ pub(super) async fn set_password(
 ) -> Result<Response<pb::SetPasswordResponse>, Status> {
     let caller = api.caller(&request).await?;
     let (id, password) = new_password(request.into_inner(), api.password_min_length)?;
-    api.admin
-        .set_password(caller.actor, &caller.origin, id, password)
-        .await?;
+    api.admin.set_password(caller.by(), id, password).await?;
     Ok(Response::new(pb::SetPasswordResponse {}))
 }
 
@@ -303,8 +287,6 @@ pub(super) async fn revoke_user_sessions(
 ) -> Result<Response<pb::RevokeUserSessionsResponse>, Status> {
     let caller = api.caller(&request).await?;
     let id = required_id("id", &request.get_ref().id)?;
-    api.admin
-        .revoke_user_sessions(caller.actor, &caller.origin, id)
-        .await?;
+    api.admin.revoke_user_sessions(caller.by(), id).await?;
     Ok(Response::new(pb::RevokeUserSessionsResponse {}))
 }

@@ -12,9 +12,19 @@ use authd_verify::Claims;
 use crate::{
     core::accounts::SessionSettings,
     core::hasher::Hasher,
-    domain::{Error, audit::Actor},
+    domain::{
+        Error,
+        audit::{Actor, Origin},
+    },
     store::Database,
 };
+
+/// Who changed something and from where: what every event records.
+#[derive(Clone, Copy)]
+pub(crate) struct By<'a> {
+    pub(crate) actor: Actor,
+    pub(crate) origin: &'a Origin,
+}
 
 #[derive(Clone)]
 pub(crate) struct Admin {

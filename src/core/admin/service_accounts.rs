@@ -3,12 +3,12 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
-use super::Admin;
+use super::{Admin, By};
 use crate::{
     core::api_key::ApiKey,
     domain::{
         Error, Roles, Username,
-        audit::{Actor, AuditEvent, EventType, Origin},
+        audit::{AuditEvent, EventType},
         service_account::{NewApiKey, ServiceAccount},
     },
     store::Database,
@@ -26,13 +26,6 @@ pub(crate) struct CreatedServiceAccount {
 pub(crate) struct CreatedApiKey {
     pub(crate) key_id: Uuid,
     pub(crate) api_key: ApiKey,
-}
-
-/// Who changed something and from where: what every event records.
-#[derive(Clone, Copy)]
-pub(crate) struct By<'a> {
-    pub(crate) actor: Actor,
-    pub(crate) origin: &'a Origin,
 }
 
 impl By<'_> {

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::Admin;
+use super::{Admin, By};
 use crate::{
     domain::{
         Email, Error, Password, PasswordHash, Role, Roles, User, UserFilter, Username,
@@ -134,12 +134,8 @@ impl Admin {
 
     /// A taken mailbox is refused before any hashing; the unique index
     /// still decides a race.
-    pub(crate) async fn create_user(
-        &self,
-        actor: Actor,
-        origin: &Origin,
-        new: NewAccount,
-    ) -> Result<User, Error> {
+    pub(crate) async fn create_user(&self, by: By<'_>, new: NewAccount) -> Result<User, Error> {
+        let By { actor, origin } = by;
         if self.db.email_taken(&new.email).await? {
             return Err(Error::EmailTaken);
         }
@@ -169,11 +165,11 @@ impl Admin {
     /// really differ, so the trail shows when access changed.
     pub(crate) async fn update_user(
         &self,
-        actor: Actor,
-        origin: &Origin,
+        by: By<'_>,
         id: Uuid,
         update: UserUpdate,
     ) -> Result<User, Error> {
+        let By { actor, origin } = by;
         let origin = origin.clone();
         self.change(id, move |before| {
             let mut events = vec![
@@ -199,12 +195,8 @@ impl Admin {
     }
 
     /// Deletes the user; the audit event keeps only the id.
-    pub(crate) async fn delete_user(
-        &self,
-        actor: Actor,
-        origin: &Origin,
-        id: Uuid,
-    ) -> Result<(), Error> {
+    pub(crate) async fn delete_user(&self, by: By<'_>, id: Uuid) -> Result<(), Error> {
+        let By { actor, origin } = by;
         let event = AuditEvent::new(EventType::UserDeleted, actor, origin).user(id);
         if self.db.delete_user(id, vec![event]).await? {
             Ok(())
@@ -215,12 +207,8 @@ impl Admin {
 
     /// Disables the user and ends their sessions in one transaction, so no
     /// token of theirs works after it commits.
-    pub(crate) async fn disable_user(
-        &self,
-        actor: Actor,
-        origin: &Origin,
-        id: Uuid,
-    ) -> Result<User, Error> {
+    pub(crate) async fn disable_user(&self, by: By<'_>, id: Uuid) -> Result<User, Error> {
+        let By { actor, origin } = by;
         let event = AuditEvent::new(EventType::UserDisabled, actor, origin).user(id);
         self.change(id, move |before| UserChange {
             // Disabling again keeps the time it was first disabled.
@@ -232,12 +220,8 @@ impl Admin {
         .await
     }
 
-    pub(crate) async fn enable_user(
-        &self,
-        actor: Actor,
-        origin: &Origin,
-        id: Uuid,
-    ) -> Result<User, Error> {
+    pub(crate) async fn enable_user(&self, by: By<'_>, id: Uuid) -> Result<User, Error> {
+        let By { actor, origin } = by;
         let event = AuditEvent::new(EventType::UserEnabled, actor, origin).user(id);
         self.change(id, move |_| UserChange {
             disabled: Some(false),
@@ -252,11 +236,11 @@ impl Admin {
     /// session) and ends every session.
     pub(crate) async fn set_password(
         &self,
-        actor: Actor,
-        origin: &Origin,
+        by: By<'_>,
         id: Uuid,
         password: Password,
     ) -> Result<(), Error> {
+        let By { actor, origin } = by;
         let hash = self.hash(&password).await?;
         let event = AuditEvent::new(EventType::PasswordSet, actor, origin).user(id);
         self.change(id, move |_| UserChange {
@@ -278,12 +262,8 @@ impl Admin {
         self.db.user_sessions(id, self.sessions.liveness()).await
     }
 
-    pub(crate) async fn revoke_user_sessions(
-        &self,
-        actor: Actor,
-        origin: &Origin,
-        id: Uuid,
-    ) -> Result<(), Error> {
+    pub(crate) async fn revoke_user_sessions(&self, by: By<'_>, id: Uuid) -> Result<(), Error> {
+        let By { actor, origin } = by;
         let event = AuditEvent::new(EventType::SessionRevoked, actor, origin)
             .user(id)
             .detail("reason", "admin");
