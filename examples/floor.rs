@@ -22,6 +22,7 @@ use authd::api::proto::{
     IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
     LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
     RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse, User,
+    WatchRevocationsRequest, WatchRevocationsResponse,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use clap::Parser;
@@ -112,6 +113,16 @@ impl AuthService for Floor {
         &self,
         _: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    type WatchRevocationsStream =
+        futures_util::stream::Empty<Result<WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
         Err(unimplemented())
     }
 }

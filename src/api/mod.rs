@@ -53,7 +53,7 @@ use proto::{
     IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
     LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
     RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse,
-    auth_service_server::AuthService,
+    WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
 };
 
 /// The longest `x-request-id` recorded in the audit trail; the access log
@@ -220,5 +220,15 @@ impl AuthService for AuthApi {
             .revoke_session(claims(&request)?, session_id, &origin(&request))
             .await?;
         Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    type WatchRevocationsStream =
+        futures_util::stream::BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Err(Status::unimplemented("WatchRevocations is being built"))
     }
 }
