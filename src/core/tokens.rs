@@ -1,7 +1,9 @@
 //! Access tokens: Ed25519-signed JWTs (RFC 9068 profile, `typ: at+jwt`).
 //!
 //! Verification is pure CPU work on an in-memory key, so it can run in the
-//! request path before any handler or database is involved.
+//! request path before any handler or database is involved. A client sends
+//! the same token on every call until it expires, so a verified token's
+//! claims are kept and its signature is checked once.
 
 use std::{
     sync::{Arc, PoisonError, RwLock},
@@ -9,7 +11,7 @@ use std::{
 };
 
 use authd_verify::{
-    Claims, JwkSet, Keys, TOKEN_TYPE, decoding_keys, ed25519_jwk, validation, verify_with,
+    Claims, JwkSet, Keys, LEEWAY, TOKEN_TYPE, decoding_keys, ed25519_jwk, validation, verify_with,
 };
 use chrono::Utc;
 use ed25519_dalek::{
@@ -17,7 +19,9 @@ use ed25519_dalek::{
     pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, jwk::Jwk};
+use quick_cache::sync::Cache;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{Error, Roles};
@@ -90,17 +94,35 @@ pub(crate) struct AccessToken {
     pub(crate) expires_in: Duration,
 }
 
+/// How many verified tokens are remembered: about one per client active
+/// within a token's lifetime, at a few hundred bytes each. Past it the least
+/// used are forgotten and simply verified again.
+const VERIFIED_CAPACITY: usize = 16_384;
+
 /// The keys this process signs and verifies with: one signing key, and every
 /// key whose tokens may still be live or that is about to take over.
 pub(crate) struct Keyring {
     signing: KeyPair,
     verifying: Keys,
     published: JwkSet,
+    /// Tokens these keys verified, by the SHA-256 of the token. A reload
+    /// that keeps every key keeps it; one that drops a key starts a new one,
+    /// so a token of the dropped key is never answered from here, not even
+    /// by a call that was verifying it while the new keyring was installed.
+    verified: Arc<Cache<[u8; 32], Claims>>,
 }
 
 impl Keyring {
     /// `signing` signs; it and every key in `also_verifying` verify.
     pub(crate) fn new(signing: KeyPair, also_verifying: &[KeyPair]) -> Result<Self, Error> {
+        Self::with_capacity(signing, also_verifying, VERIFIED_CAPACITY)
+    }
+
+    fn with_capacity(
+        signing: KeyPair,
+        also_verifying: &[KeyPair],
+        verified_capacity: usize,
+    ) -> Result<Self, Error> {
         let published = JwkSet {
             keys: std::iter::once(&signing)
                 .chain(also_verifying)
@@ -117,6 +139,7 @@ impl Keyring {
             signing,
             verifying,
             published,
+            verified: Arc::new(Cache::new(verified_capacity)),
         })
     }
 
@@ -146,8 +169,18 @@ impl Tokens {
     }
 
     /// Swaps in a reloaded keyring; calls in flight finish with the old one.
-    pub(crate) fn install(&self, keyring: Keyring) {
-        *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keyring);
+    /// Keys reload every few seconds, mostly unchanged: the verified tokens
+    /// carry over unless a key that may have verified one is gone.
+    pub(crate) fn install(&self, mut keyring: Keyring) {
+        let mut current = self.keyring.write().unwrap_or_else(PoisonError::into_inner);
+        if current
+            .verifying
+            .keys()
+            .all(|kid| keyring.verifying.contains_key(kid))
+        {
+            keyring.verified = Arc::clone(&current.verified);
+        }
+        *current = Arc::new(keyring);
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -194,18 +227,34 @@ impl Tokens {
     }
 
     /// Verifies a token against the current keyring; see [`verify_with`].
+    /// Only a token that passed every check is remembered, so what a client
+    /// sends cannot fill the cache; a remembered one still expires on time.
     pub(crate) fn verify(&self, token: &str) -> Result<Claims, Error> {
-        Ok(verify_with(
-            token,
-            &self.keyring().verifying,
-            &self.validation,
-        )?)
+        let keyring = self.keyring();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = keyring.verified.get(&digest) {
+            if unexpired(&claims, Utc::now().timestamp()) {
+                return Ok(claims);
+            }
+            keyring.verified.remove(&digest);
+            return Err(Error::InvalidToken);
+        }
+        let claims = verify_with(token, &keyring.verifying, &self.validation)?;
+        keyring.verified.insert(digest, claims.clone());
+        Ok(claims)
     }
 
     /// The public keys to publish.
     pub(crate) fn jwks(&self) -> JwkSet {
         self.keyring().published.clone()
     }
+}
+
+/// The expiry check of [`validation`], with the same leeway: `nbf` needs no
+/// second look, since it was passed once and time only moves on.
+fn unexpired(claims: &Claims, now: i64) -> bool {
+    let leeway = i64::try_from(LEEWAY.as_secs()).unwrap_or(i64::MAX);
+    claims.exp >= now.saturating_sub(leeway)
 }
 
 #[cfg(test)]
@@ -261,6 +310,118 @@ mod tests {
         assert_eq!(claims.user_id().expect("uuid"), id);
         assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("iss", "aud"));
         assert_eq!(claims.exp - claims.iat, 60);
+    }
+
+    fn digest(token: &SecretString) -> [u8; 32] {
+        Sha256::digest(token.expose_secret().as_bytes()).into()
+    }
+
+    #[test]
+    fn a_verified_token_is_answered_from_the_cache() {
+        let tokens = tokens();
+        let issued = tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
+        let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
+        // A marker only the cache can return: the token's signature covers
+        // its real jti.
+        let marked = Claims {
+            jti: "from-the-cache".into(),
+            ..claims
+        };
+        tokens
+            .keyring()
+            .verified
+            .insert(digest(&issued.token), marked.clone());
+        let answered = tokens.verify(issued.token.expose_secret()).expect("verify");
+        assert_eq!(answered, marked);
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_with_the_same_leeway() {
+        let tokens = tokens();
+        let issued = tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
+        let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
+        let leeway = i64::try_from(LEEWAY.as_secs()).expect("seconds");
+        let cache_with_exp = |exp| {
+            tokens.keyring().verified.insert(
+                digest(&issued.token),
+                Claims {
+                    exp,
+                    ..claims.clone()
+                },
+            );
+        };
+        cache_with_exp(Utc::now().timestamp() - leeway + 2);
+        assert!(tokens.verify(issued.token.expose_secret()).is_ok());
+        cache_with_exp(Utc::now().timestamp() - leeway - 1);
+        assert!(matches!(
+            tokens.verify(issued.token.expose_secret()),
+            Err(Error::InvalidToken)
+        ));
+        assert!(tokens.keyring().verified.is_empty());
+    }
+
+    #[test]
+    fn a_cached_token_of_a_dropped_key_is_refused_after_install() {
+        let tokens = tokens();
+        let issued = tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
+        assert!(tokens.verify(issued.token.expose_secret()).is_ok());
+        assert_eq!(tokens.keyring().verified.len(), 1);
+        tokens.install(Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring"));
+        assert!(matches!(
+            tokens.verify(issued.token.expose_secret()),
+            Err(Error::InvalidToken)
+        ));
+    }
+
+    #[test]
+    fn a_reload_that_keeps_every_key_keeps_the_cache() {
+        let key = KeyPair::generate().expect("key");
+        let pem = key.pkcs8_pem().to_owned();
+        let tokens = Tokens::new(
+            Keyring::new(key, &[]).expect("keyring"),
+            "iss".into(),
+            "aud".into(),
+            Duration::from_secs(60),
+        );
+        let issued = tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
+        assert!(tokens.verify(issued.token.expose_secret()).is_ok());
+        let next = KeyPair::generate().expect("key");
+        let same = KeyPair::from_pkcs8_pem(&pem).expect("key");
+        tokens.install(Keyring::new(next, &[same]).expect("keyring"));
+        assert_eq!(tokens.keyring().verified.len(), 1);
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_its_capacity() {
+        let keyring =
+            Keyring::with_capacity(KeyPair::generate().expect("key"), &[], 64).expect("keyring");
+        let tokens = Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60));
+        for _ in 0..500 {
+            let issued = tokens
+                .issue(user_subject(Uuid::now_v7()), &Roles::default())
+                .expect("issue");
+            assert!(tokens.verify(issued.token.expose_secret()).is_ok());
+        }
+        let cached = tokens.keyring().verified.len();
+        assert!((1..=64).contains(&cached), "{cached} tokens cached");
+    }
+
+    #[test]
+    fn a_refused_token_is_not_cached() {
+        let tokens = tokens();
+        let foreign = self::tokens()
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue");
+        assert!(tokens.verify(foreign.token.expose_secret()).is_err());
+        assert!(tokens.keyring().verified.is_empty());
     }
 
     #[test]

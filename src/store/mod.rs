@@ -11,6 +11,7 @@ mod users;
 
 use std::{path::PathBuf, time::Duration};
 
+use deadpool::managed::{Hook, HookError, PoolBuilder};
 use diesel::{
     Connection, ConnectionError, ConnectionResult, SqliteConnection,
     connection::SimpleConnection,
@@ -20,7 +21,7 @@ use diesel::{
 use diesel_async::{
     AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl,
     pooled_connection::{
-        AsyncDieselConnectionManager, ManagerConfig,
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
         deadpool::{Pool, PoolError},
     },
     sync_connection_wrapper::SyncConnectionWrapper,
@@ -41,6 +42,11 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 
 /// Any constant works as long as every replica uses the same one.
 const MIGRATION_LOCK_ID: i64 = 0x6175_7468_6400;
+
+/// A PostgreSQL connection not lent for this long is pinged before it is
+/// lent again: one idle that long may have been cut (a restarted server, a
+/// NAT or firewall that forgot it) without its socket noticing yet.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(30);
 
 type SqliteAsync = SyncConnectionWrapper<SqliteConnection>;
 
@@ -128,20 +134,49 @@ impl Database {
                 config.custom_setup = Box::new(move |url| {
                     Box::pin(establish_postgres(url.to_owned(), statement_timeout))
                 });
+                // Lending a connection costs no round trip: a closed socket
+                // or a broken transaction is seen without one, a connection
+                // idle for long is pinged first, and any other failure
+                // surfaces as the call's own query error.
+                config.recycling_method = RecyclingMethod::Fast;
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
                     url.expose_secret(),
                     config,
                 );
-                Self::Postgres(build_pool(manager, settings)?)
+                let timeout = settings.timeout;
+                let pool = pool_builder(manager, settings)
+                    .pre_recycle(Hook::async_fn(move |conn, metrics| {
+                        Box::pin(async move {
+                            if metrics.last_used() < IDLE_BEFORE_PING {
+                                return Ok(());
+                            }
+                            let ping = diesel::sql_query("SELECT 1").execute(conn);
+                            match tokio::time::timeout(timeout, ping).await {
+                                Ok(Ok(_)) => Ok(()),
+                                _ => Err(HookError::Message("an idle connection is gone".into())),
+                            }
+                        })
+                    }))
+                    .build()
+                    .map_err(Error::internal)?;
+                Self::Postgres(pool)
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::default();
                 config.custom_setup = Box::new(|path| Box::pin(establish_sqlite(path.to_owned())));
+                // A file cannot drop a connection the way a server can, so
+                // lending one checks only its transaction state, without the
+                // blocking-thread hop a test query would take.
+                config.recycling_method = RecyclingMethod::Fast;
                 let path = path.to_str().ok_or_else(|| {
                     Error::internal("the SQLite path in DATABASE_URL is not valid UTF-8")
                 })?;
                 let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Self::Sqlite(build_pool(manager, settings)?)
+                Self::Sqlite(
+                    pool_builder(manager, settings)
+                        .build()
+                        .map_err(Error::internal)?,
+                )
             }
         };
         let give_up = tokio::time::Instant::now() + settings.startup_timeout;
@@ -221,18 +256,16 @@ impl Database {
     }
 }
 
-fn build_pool<M: deadpool::managed::Manager>(
+fn pool_builder<M: deadpool::managed::Manager>(
     manager: M,
     settings: PoolSettings,
-) -> Result<deadpool::managed::Pool<M>, Error> {
+) -> PoolBuilder<M> {
     deadpool::managed::Pool::builder(manager)
         .max_size(settings.size)
         .runtime(deadpool::Runtime::Tokio1)
         .wait_timeout(Some(settings.timeout))
         .create_timeout(Some(settings.timeout))
         .recycle_timeout(Some(settings.timeout))
-        .build()
-        .map_err(Error::internal)
 }
 
 /// A statement that runs (or waits on a lock) longer than a call may wait
