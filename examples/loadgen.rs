@@ -43,6 +43,26 @@
 //! one thread and prints the bcrypt limit, cores divided by the seconds one
 //! hash takes, which no authd on this machine can beat at that cost; then it
 //! times hashes on every core at once, for comparison.
+//!
+//! Helpers for a load generator that counts only HTTP statuses (h2load):
+//! `--print-token` signs up and logs in once and prints the access token;
+//! `--probe` sends one GetMe (`--service greeter`: one Greet to the example
+//! backend) with `--token`, or with no token when none is given, and fails
+//! unless it is answered OK.
+//!
+//! `--measure-revocation` times revocation to rejection: each of `--trials`
+//! trials logs in on `--target`, waits until `--observer` (another authd
+//! replica, or with `--service greeter` a backend subscribed to revocations)
+//! accepts the token, logs out on `--target`, then calls the observer every
+//! millisecond until it answers UNAUTHENTICATED. The time counts from the
+//! moment Logout was sent. It first proves that `--target` serves
+//! WatchRevocations to the service account of `--api-key`, and fails clearly
+//! if it does not.
+//!
+//! ```sh
+//! target/release/examples/loadgen --measure-revocation --target http://127.0.0.1:50071 \
+//!   --observer http://127.0.0.1:50072 --api-key "$API_KEY" --trials 200
+//! ```
 
 use std::{
     collections::{BTreeMap, btree_map::Entry},
@@ -57,7 +77,8 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use authd::api::proto::{
-    GetMeRequest, LoginRequest, SignupRequest, auth_service_client::AuthServiceClient,
+    GetMeRequest, IssueServiceTokenRequest, LoginRequest, LogoutRequest, SignupRequest,
+    WatchRevocationsRequest, auth_service_client::AuthServiceClient,
 };
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
@@ -65,6 +86,7 @@ use serde::Serialize;
 use tokio::{task::JoinSet, time::Instant};
 use tonic::{
     Code, Request, Status,
+    codegen::http::uri::PathAndQuery,
     metadata::{Ascii, MetadataValue},
     transport::{Channel, Endpoint},
 };
@@ -75,6 +97,23 @@ const USERNAME: &str = "loadgen";
 /// Latencies are kept in microseconds up to a minute, which is longer than
 /// any call of a healthy run.
 const LATENCY_MAX_US: u64 = 60_000_000;
+/// The example backend's method (examples/backend/proto). Its request is
+/// empty, so an empty GetMeRequest encodes it, and its answer is read as
+/// `()`, which skips every field.
+const GREET_PATH: &str = "/greeter.v1.GreeterService/Greet";
+/// How long a revocation trial waits for the observer to accept a fresh
+/// token, or to refuse a revoked one, before the measurement fails.
+const TRIAL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What answers `--probe` and the observer's calls in `--measure-revocation`.
+#[derive(Clone, Copy, Serialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+enum Service {
+    /// authd: GetMe.
+    Authd,
+    /// The example backend (examples/backend): Greet.
+    Greeter,
+}
 
 #[derive(Clone, Copy, Serialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -149,6 +188,42 @@ struct Args {
     /// (and how many each core hashes in the all-cores measurement).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     bcrypt_rounds: u32,
+
+    /// Sign up and log in once, print the access token and send nothing
+    /// else.
+    #[arg(long)]
+    print_token: bool,
+
+    /// Send one call to --target with --token and fail unless it is
+    /// answered OK.
+    #[arg(long)]
+    probe: bool,
+
+    /// --probe: the access token to send (none if unset).
+    #[arg(long, env = "LOADGEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// --probe, --measure-revocation: what --target (for --probe) or
+    /// --observer is.
+    #[arg(long, value_enum, default_value_t = Service::Authd)]
+    service: Service,
+
+    /// Time revocation to rejection at --observer.
+    #[arg(long)]
+    measure_revocation: bool,
+
+    /// --measure-revocation: the server that must refuse a revoked token.
+    #[arg(long)]
+    observer: Option<String>,
+
+    /// --measure-revocation: a service account's API key, to prove that
+    /// --target serves WatchRevocations.
+    #[arg(long, env = "LOADGEN_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
+    /// --measure-revocation: how many sessions to revoke.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    trials: u32,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -173,6 +248,18 @@ fn main() -> anyhow::Result<()> {
         return emit(&report, args.json);
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    if args.print_token {
+        let token = runtime.block_on(print_token(&args))?;
+        println!("{token}");
+        return Ok(());
+    }
+    if args.probe {
+        return runtime.block_on(probe(&args));
+    }
+    if args.measure_revocation {
+        let report = runtime.block_on(measure_revocation(&args))?;
+        return emit(&report, args.json);
+    }
     let report = runtime.block_on(run(&args))?;
     emit(&report, args.json)
 }
@@ -255,15 +342,209 @@ async fn create_session(
     email: &str,
 ) -> anyhow::Result<MetadataValue<Ascii>> {
     create_account(client, email).await?;
-    let token = client
+    log_in(client, email).await
+}
+
+/// A new session of `email`, as the `authorization` to send.
+async fn log_in(
+    client: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> anyhow::Result<MetadataValue<Ascii>> {
+    bearer(&access_token(client, email).await?)
+}
+
+/// The access token of a new session of `email`.
+async fn access_token(
+    client: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> anyhow::Result<String> {
+    Ok(client
         .login(login_request(email))
         .await
-        .with_context(|| format!("setup: Login of {email} failed"))?
+        .with_context(|| format!("Login of {email} failed"))?
         .into_inner()
-        .access_token;
+        .access_token)
+}
+
+fn bearer(token: &str) -> anyhow::Result<MetadataValue<Ascii>> {
     format!("Bearer {token}")
         .parse()
-        .context("setup: the access token is not valid metadata")
+        .context("the access token is not valid metadata")
+}
+
+fn with_authorization<T>(message: T, authorization: Option<&MetadataValue<Ascii>>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(authorization) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", authorization.clone());
+    }
+    request
+}
+
+/// One call to `channel` of the kind `service` answers: GetMe or Greet.
+async fn call_service(
+    service: Service,
+    channel: &Channel,
+    authorization: Option<&MetadataValue<Ascii>>,
+) -> Result<(), Status> {
+    let request = with_authorization(GetMeRequest {}, authorization);
+    match service {
+        Service::Authd => {
+            AuthServiceClient::new(channel.clone())
+                .get_me(request)
+                .await?;
+        }
+        Service::Greeter => {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready()
+                .await
+                .map_err(|error| Status::unavailable(error.to_string()))?;
+            grpc.unary::<_, (), _>(
+                request,
+                PathAndQuery::from_static(GREET_PATH),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn print_token(args: &Args) -> anyhow::Result<String> {
+    let channel = connect(&args.target, 1).await?.remove(0);
+    let mut client = AuthServiceClient::new(channel);
+    let email = email(&Uuid::now_v7().simple().to_string(), "token");
+    create_account(&mut client, &email).await?;
+    access_token(&mut client, &email).await
+}
+
+async fn probe(args: &Args) -> anyhow::Result<()> {
+    let channel = connect(&args.target, 1).await?.remove(0);
+    let authorization = args.token.as_deref().map(bearer).transpose()?;
+    call_service(args.service, &channel, authorization.as_ref())
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "the probe of {} was answered {}: {}",
+                args.target,
+                code_name(status.code()),
+                status.message()
+            )
+        })
+}
+
+#[derive(Serialize)]
+struct RevocationReport {
+    target: String,
+    observer: String,
+    service: Service,
+    trials: u32,
+    /// From sending Logout to the observer's first UNAUTHENTICATED.
+    latency_ms: Latency,
+}
+
+impl fmt::Display for RevocationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "revocation on {} to rejection at {}: {} trials",
+            self.target, self.observer, self.trials
+        )?;
+        writeln!(f, "  {}", self.latency_ms)
+    }
+}
+
+/// Proves that `target` serves WatchRevocations, so a measurement against
+/// an authd without the feed fails here with the reason rather than later
+/// with a timeout.
+async fn require_revocation_feed(
+    client: &mut AuthServiceClient<Channel>,
+    api_key: &str,
+) -> anyhow::Result<()> {
+    let token = client
+        .issue_service_token(IssueServiceTokenRequest {
+            api_key: api_key.to_owned(),
+        })
+        .await
+        .context("IssueServiceToken with --api-key failed")?
+        .into_inner()
+        .access_token;
+    let request = with_authorization(WatchRevocationsRequest::default(), Some(&bearer(&token)?));
+    match client.watch_revocations(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::Unimplemented => bail!(
+            "authd answers WatchRevocations UNIMPLEMENTED: it has no revocation feed, so \
+             revocation-to-rejection cannot be measured"
+        ),
+        Err(status) => Err(status).context("WatchRevocations failed"),
+    }
+}
+
+async fn measure_revocation(args: &Args) -> anyhow::Result<RevocationReport> {
+    let observer = args
+        .observer
+        .as_deref()
+        .context("--measure-revocation needs --observer")?;
+    let api_key = args
+        .api_key
+        .as_deref()
+        .context("--measure-revocation needs --api-key")?;
+    let mut client = AuthServiceClient::new(connect(&args.target, 1).await?.remove(0));
+    require_revocation_feed(&mut client, api_key).await?;
+    let watcher = connect(observer, 1).await?.remove(0);
+    let email = create_account(
+        &mut client,
+        &email(&Uuid::now_v7().simple().to_string(), "revocation"),
+    )
+    .await?;
+    let mut histogram = new_histogram();
+    for trial in 1..=args.trials {
+        let authorization = log_in(&mut client, &email).await?;
+        let fresh = Instant::now();
+        while let Err(status) = call_service(args.service, &watcher, Some(&authorization)).await {
+            ensure!(
+                fresh.elapsed() < TRIAL_DEADLINE,
+                "trial {trial}: {observer} still refuses a fresh token after {TRIAL_DEADLINE:?}: \
+                 {}",
+                code_name(status.code())
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let sent = Instant::now();
+        client
+            .logout(with_authorization(
+                LogoutRequest::default(),
+                Some(&authorization),
+            ))
+            .await
+            .with_context(|| format!("trial {trial}: Logout failed"))?;
+        loop {
+            match call_service(args.service, &watcher, Some(&authorization)).await {
+                Err(status) if status.code() == Code::Unauthenticated => break,
+                Ok(()) => ensure!(
+                    sent.elapsed() < TRIAL_DEADLINE,
+                    "trial {trial}: {observer} still accepts a revoked token after \
+                     {TRIAL_DEADLINE:?}"
+                ),
+                Err(status) => bail!(
+                    "trial {trial}: {observer} answered {}: {}",
+                    code_name(status.code()),
+                    status.message()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        histogram.saturating_record(micros);
+    }
+    Ok(RevocationReport {
+        target: args.target.clone(),
+        observer: observer.to_owned(),
+        service: args.service,
+        trials: args.trials,
+        latency_ms: Latency::of(&histogram),
+    })
 }
 
 async fn connect(target: &str, connections: u32) -> anyhow::Result<Vec<Channel>> {
