@@ -336,7 +336,8 @@ measure_revocations() {
     --target "http://$AUTHD_ADDR" --observer "http://$observer" --service authd \
     --trials "$REVOCATION_TRIALS" >"$OUT/$backend-revocation-authd.json" \
     2>"$WORK/revocation.err"; then
-    reason=$(tail -n 1 "$WORK/revocation.err")
+    # anyhow's first line names the failure; a backtrace may follow.
+    reason=$(sed -n '1s/^Error: //p' "$WORK/revocation.err")
     for name in revocation-authd revocation-greeter greeter-checked greeter-unchecked; do
       not_measured "$backend-$name" "$reason"
     done

@@ -294,9 +294,18 @@ mod tests {
         );
     }
 
-    fn tokens() -> Tokens {
-        let keyring = Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring");
+    fn tokens_on(keyring: Keyring) -> Tokens {
         Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60))
+    }
+
+    fn tokens() -> Tokens {
+        tokens_on(Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring"))
+    }
+
+    fn issue(tokens: &Tokens) -> AccessToken {
+        tokens
+            .issue(user_subject(Uuid::now_v7()), &Roles::default())
+            .expect("issue")
     }
 
     #[test]
@@ -319,9 +328,7 @@ mod tests {
     #[test]
     fn a_verified_token_is_answered_from_the_cache() {
         let tokens = tokens();
-        let issued = tokens
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let issued = issue(&tokens);
         let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
         // A marker only the cache can return: the token's signature covers
         // its real jti.
@@ -340,9 +347,7 @@ mod tests {
     #[test]
     fn a_cached_token_still_expires_with_the_same_leeway() {
         let tokens = tokens();
-        let issued = tokens
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let issued = issue(&tokens);
         let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
         let leeway = i64::try_from(LEEWAY.as_secs()).expect("seconds");
         let cache_with_exp = |exp| {
@@ -367,9 +372,7 @@ mod tests {
     #[test]
     fn a_cached_token_of_a_dropped_key_is_refused_after_install() {
         let tokens = tokens();
-        let issued = tokens
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let issued = issue(&tokens);
         assert!(tokens.verify(issued.token.expose_secret()).is_ok());
         assert_eq!(tokens.keyring().verified.len(), 1);
         tokens.install(Keyring::new(KeyPair::generate().expect("key"), &[]).expect("keyring"));
@@ -383,15 +386,8 @@ mod tests {
     fn a_reload_that_keeps_every_key_keeps_the_cache() {
         let key = KeyPair::generate().expect("key");
         let pem = key.pkcs8_pem().to_owned();
-        let tokens = Tokens::new(
-            Keyring::new(key, &[]).expect("keyring"),
-            "iss".into(),
-            "aud".into(),
-            Duration::from_secs(60),
-        );
-        let issued = tokens
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let tokens = tokens_on(Keyring::new(key, &[]).expect("keyring"));
+        let issued = issue(&tokens);
         assert!(tokens.verify(issued.token.expose_secret()).is_ok());
         let next = KeyPair::generate().expect("key");
         let same = KeyPair::from_pkcs8_pem(&pem).expect("key");
@@ -403,11 +399,9 @@ mod tests {
     fn the_cache_holds_no_more_than_its_capacity() {
         let keyring =
             Keyring::with_capacity(KeyPair::generate().expect("key"), &[], 64).expect("keyring");
-        let tokens = Tokens::new(keyring, "iss".into(), "aud".into(), Duration::from_secs(60));
+        let tokens = tokens_on(keyring);
         for _ in 0..500 {
-            let issued = tokens
-                .issue(user_subject(Uuid::now_v7()), &Roles::default())
-                .expect("issue");
+            let issued = issue(&tokens);
             assert!(tokens.verify(issued.token.expose_secret()).is_ok());
         }
         let cached = tokens.keyring().verified.len();
@@ -417,9 +411,7 @@ mod tests {
     #[test]
     fn a_refused_token_is_not_cached() {
         let tokens = tokens();
-        let foreign = self::tokens()
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let foreign = issue(&self::tokens());
         assert!(tokens.verify(foreign.token.expose_secret()).is_err());
         assert!(tokens.keyring().verified.is_empty());
     }
@@ -447,20 +439,11 @@ mod tests {
             KeyPair::generate().expect("key"),
         );
         let old_pem = old.pkcs8_pem().to_owned();
-        let tokens = Tokens::new(
-            Keyring::new(old, &[]).expect("keyring"),
-            "iss".into(),
-            "aud".into(),
-            Duration::from_secs(60),
-        );
-        let before = tokens
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let tokens = tokens_on(Keyring::new(old, &[]).expect("keyring"));
+        let before = issue(&tokens);
         let retired = KeyPair::from_pkcs8_pem(&old_pem).expect("old key");
         tokens.install(Keyring::new(new, &[retired]).expect("keyring"));
-        let after = tokens
-            .issue(user_subject(Uuid::now_v7()), &Roles::default())
-            .expect("issue");
+        let after = issue(&tokens);
         assert!(tokens.verify(before.token.expose_secret()).is_ok());
         assert!(tokens.verify(after.token.expose_secret()).is_ok());
         assert_eq!(tokens.jwks().keys.len(), 2);
