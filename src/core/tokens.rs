@@ -169,8 +169,8 @@ impl Tokens {
     }
 
     /// Swaps in a reloaded keyring; calls in flight finish with the old one.
-    /// Keys reload every few seconds, mostly unchanged: the verified tokens
-    /// carry over unless a key that may have verified one is gone.
+    /// Keys reload every `AUTHD_KEY_REFRESH`, mostly unchanged: the verified
+    /// tokens carry over unless a key that may have verified one is gone.
     pub(crate) fn install(&self, mut keyring: Keyring) {
         let mut current = self.keyring.write().unwrap_or_else(PoisonError::into_inner);
         if current
