@@ -4,6 +4,7 @@
 mod admin_users;
 mod audit;
 mod keys;
+mod revocations;
 mod schema;
 mod service_accounts;
 mod sessions;
@@ -29,6 +30,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub(crate) use admin_users::UserChange;
 pub(crate) use keys::StoredKey;
+pub(crate) use revocations::{FeedConnection, Wakeup};
 pub(crate) use sessions::{Liveness, NewSession, RefreshRecord, Revoke, Rotation, SessionLimit};
 pub(crate) use users::{NewUserRecord, StoredPassword};
 
@@ -76,10 +78,19 @@ impl DatabaseUrl {
     }
 }
 
-/// A pool of connections to whichever backend is configured.
+/// A pool of connections to whichever backend is configured, and how long
+/// an ended session's access tokens may still be presented (see
+/// [`revocations`]).
 #[derive(Clone)]
-pub(crate) enum Database {
-    Postgres(Pool<AsyncPgConnection>),
+pub(crate) struct Database {
+    pools: Pools,
+    revocation_window: Duration,
+}
+
+#[derive(Clone)]
+enum Pools {
+    /// The URL too: the revocation feed opens a connection of its own.
+    Postgres(Pool<AsyncPgConnection>, SecretString),
     Sqlite(Pool<SqliteAsync>),
 }
 
@@ -98,13 +109,13 @@ pub(crate) struct PoolSettings {
 /// which is how one query serves PostgreSQL and SQLite.
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
-        match $db {
-            $crate::store::Database::Postgres(pool) => {
+        match &$db.pools {
+            $crate::store::Pools::Postgres(pool, _) => {
                 let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
                 let $conn = &mut *pooled;
                 $body
             }
-            $crate::store::Database::Sqlite(pool) => {
+            $crate::store::Pools::Sqlite(pool) => {
                 let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
                 let $conn = &mut *pooled;
                 $body
@@ -119,8 +130,12 @@ impl Database {
     /// backoff for up to `startup_timeout` (a database that starts alongside
     /// authd may need a moment), so a wrong URL fails at startup rather than
     /// on the first call.
-    pub(crate) async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Self, Error> {
-        let database = match url {
+    pub(crate) async fn connect(
+        url: &DatabaseUrl,
+        settings: PoolSettings,
+        revocation_window: Duration,
+    ) -> Result<Self, Error> {
+        let pools = match url {
             DatabaseUrl::Postgres(url) => {
                 use secrecy::ExposeSecret;
                 let mut config = ManagerConfig::default();
@@ -132,7 +147,7 @@ impl Database {
                     url.expose_secret(),
                     config,
                 );
-                Self::Postgres(build_pool(manager, settings)?)
+                Pools::Postgres(build_pool(manager, settings)?, url.clone())
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::default();
@@ -141,8 +156,12 @@ impl Database {
                     Error::internal("the SQLite path in DATABASE_URL is not valid UTF-8")
                 })?;
                 let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Self::Sqlite(build_pool(manager, settings)?)
+                Pools::Sqlite(build_pool(manager, settings)?)
             }
+        };
+        let database = Self {
+            pools,
+            revocation_window,
         };
         let give_up = tokio::time::Instant::now() + settings.startup_timeout;
         let mut backoff = Duration::from_millis(100);
@@ -162,8 +181,8 @@ impl Database {
     /// Applies pending migrations. On PostgreSQL an advisory lock makes
     /// replicas that start together take turns instead of racing.
     pub(crate) async fn migrate(&self) -> Result<(), Error> {
-        match self {
-            Self::Postgres(pool) => {
+        match &self.pools {
+            Pools::Postgres(pool, _) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 diesel::sql_query("SELECT pg_advisory_lock($1)")
                     .bind::<BigInt, _>(MIGRATION_LOCK_ID)
@@ -183,7 +202,7 @@ impl Database {
                     .map_err(query_error)?;
                 outcome
             }
-            Self::Sqlite(pool) => {
+            Pools::Sqlite(pool) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 // SQLite has no advisory locks: one IMMEDIATE transaction
                 // holds the write lock from reading the applied versions to
@@ -214,9 +233,9 @@ impl Database {
 
     /// How many connections the pool holds, lends and may open right now.
     pub(crate) fn pool_status(&self) -> deadpool::Status {
-        match self {
-            Self::Postgres(pool) => pool.status(),
-            Self::Sqlite(pool) => pool.status(),
+        match &self.pools {
+            Pools::Postgres(pool, _) => pool.status(),
+            Pools::Sqlite(pool) => pool.status(),
         }
     }
 }
