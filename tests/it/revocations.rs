@@ -422,3 +422,56 @@ async fn replicas_learn_revocations_and_profile_changes() {
     .await;
     until_sent(&mut stream, &BTreeSet::from([sid(&token)])).await;
 }
+
+/// A replica stopped while revocations happen on another misses none of
+/// them once restarted, and a watcher that resumes with its last cursor
+/// gets every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_and_a_resumed_watcher_miss_nothing() {
+    let db = Arc::new(TestDb::new(Backend::Postgres).await);
+    let a = TestApp::spawn_on(Arc::clone(&db), &[]).await;
+    let (_, admin) = a.user_with_roles("root@example.com", &["admin"]).await;
+    let service = service_token(&a, &admin).await;
+    a.signup("user@example.com", PASSWORD, "user")
+        .await
+        .expect("signup");
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        let login = a.login("user@example.com", PASSWORD).await;
+        tokens.push(login.expect("login").access_token);
+    }
+
+    let b = crate::support::Process::start(&db, &["--shutdown-grace", "5s"]);
+    let mut stream = watch(&b.app(&db), &service, "").await.expect("watch B");
+    let (_, beat) = until_heartbeat(&mut stream).await;
+    b.terminate();
+    let ended = tokio::time::timeout(DEADLINE, stream.message())
+        .await
+        .expect("the watch ends with the server");
+    assert_eq!(
+        ended.expect_err("ended by an error").code(),
+        Code::Unavailable
+    );
+
+    for token in &tokens {
+        a.logout(token, false).await.expect("logout on A");
+    }
+    let b = crate::support::Process::start(&db, &[]);
+    let b_app = b.app(&db);
+    let mut resumed = watch(&b_app, &service, &beat.cursor)
+        .await
+        .expect("resume on B");
+    let expected: BTreeSet<String> = tokens.iter().map(|token| sid(token)).collect();
+    let (sent, _) = until_heartbeat(&mut resumed).await;
+    let sent: BTreeSet<String> = sent.into_iter().map(|entry| entry.session_id).collect();
+    assert_eq!(sent, expected);
+    // The heartbeat proves B's view current: it refuses every one.
+    until_heartbeat(&mut resumed).await;
+    for token in &tokens {
+        let refused = b_app
+            .get_me(token)
+            .await
+            .expect_err("revoked while B was down");
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+}
