@@ -271,26 +271,25 @@ impl Accounts {
         })
     }
 
-    /// The caller's profile, if the token's session is still live.
+    /// The caller's profile, if the token's session is still live: from
+    /// memory when the revocation view vouches for the session and the
+    /// profile was read for it before.
     pub(crate) async fn me(&self, claims: &Claims) -> Result<User, Error> {
-        let user_id = claims.user_id()?;
-        match self.revocations.is_revoked(claims.session_id()?) {
-            Some(true) => Err(Error::InvalidToken),
+        let (user_id, session_id) = (claims.user_id()?, claims.session_id()?);
+        match self.revoked_in_view(claims)? {
+            Some(true) => return Err(Error::InvalidToken),
             Some(false) => {
-                if let Some(user) = self.revocations.profile(user_id) {
+                if let Some(user) = self.revocations.profile(user_id, session_id) {
                     return Ok(user);
                 }
-                let epoch = self.revocations.profile_epoch();
-                match self.db.find_user(user_id).await? {
-                    Some(user) if !user.disabled => {
-                        self.revocations.keep_profile(user.clone(), epoch);
-                        Ok(user)
-                    }
-                    _ => Err(Error::InvalidToken),
-                }
             }
-            None => self.live_session_user(claims).await.map(|(user, _)| user),
+            None => {}
         }
+        let epoch = self.revocations.profile_epoch();
+        let (user, _) = self.live_session_user(claims).await?;
+        self.revocations
+            .keep_profile(session_id, user.clone(), epoch);
+        Ok(user)
     }
 
     pub(crate) async fn logout(
@@ -444,7 +443,7 @@ impl Accounts {
     /// that is current (a token never outlives its session's limits, so only
     /// revocation can end it early), else against the database.
     async fn live_session(&self, claims: &Claims) -> Result<Uuid, Error> {
-        match self.revocations.is_revoked(claims.session_id()?) {
+        match self.revoked_in_view(claims)? {
             Some(true) => Err(Error::InvalidToken),
             Some(false) => claims.user_id().map_err(Error::from),
             None => self
@@ -452,6 +451,17 @@ impl Accounts {
                 .await
                 .map(|(user, _)| user.id),
         }
+    }
+
+    /// What the revocation view says of the token's session, if it can
+    /// tell. A token past its `exp` (accepted within the verifiers' leeway)
+    /// may have outlived its session's limits, which only the database
+    /// knows.
+    fn revoked_in_view(&self, claims: &Claims) -> Result<Option<bool>, Error> {
+        if claims.exp <= Utc::now().timestamp() {
+            return Ok(None);
+        }
+        Ok(self.revocations.is_revoked(claims.session_id()?))
     }
 
     /// The token's session checked against the database, with its user and

@@ -8,7 +8,8 @@
 //! reading what is new after each, and polls as a safety net; after any
 //! error the view stops being current (session checks then read the
 //! database) until the driver has reconnected and caught up. SQLite is one
-//! process: the transactions that revoke wake the driver directly.
+//! process: the calls that revoke wake the drivers on the file directly,
+//! and the poll covers other processes.
 //!
 //! The same feed keeps a bounded cache of user profiles for GetMe correct:
 //! every change to a user notifies `authd_users` and each replica evicts
@@ -85,7 +86,9 @@ struct Inner {
     watches: Arc<Semaphore>,
     stopping: watch::Sender<bool>,
     metrics: Metrics,
-    profiles: quick_cache::sync::Cache<Uuid, User>,
+    /// Keyed by user and session: a profile is cached only once the
+    /// database confirmed that session live and the user's.
+    profiles: quick_cache::sync::Cache<(Uuid, Uuid), User>,
     /// Bumped by every eviction: a profile read before one is not cached
     /// after it, since it may predate the change.
     profile_epoch: AtomicU64,
@@ -123,12 +126,13 @@ impl Revocations {
         )
     }
 
-    /// The user's cached profile, while the feed is current.
-    pub(crate) fn profile(&self, user_id: Uuid) -> Option<User> {
+    /// The profile cached for this user's session, while the feed is
+    /// current.
+    pub(crate) fn profile(&self, user_id: Uuid, session_id: Uuid) -> Option<User> {
         if !*self.0.current.borrow() {
             return None;
         }
-        self.0.profiles.get(&user_id)
+        self.0.profiles.get(&(user_id, session_id))
     }
 
     /// Where evictions stand: take it before reading a profile to cache.
@@ -139,22 +143,29 @@ impl Revocations {
     /// Caches a profile read after `epoch`, unless an eviction came since:
     /// checked again after inserting, so an eviction racing the insert
     /// cannot leave it behind.
-    pub(crate) fn keep_profile(&self, user: User, epoch: u64) {
+    pub(crate) fn keep_profile(&self, session_id: Uuid, user: User, epoch: u64) {
         if !*self.0.current.borrow() || self.profile_epoch() != epoch {
             return;
         }
-        let id = user.id;
-        self.0.profiles.insert(id, user);
+        let key = (user.id, session_id);
+        self.0.profiles.insert(key, user);
         if self.profile_epoch() != epoch {
-            self.0.profiles.remove(&id);
+            self.0.profiles.remove(&key);
         }
     }
 
-    /// Drops a changed user's profile on this replica; the others learn of
-    /// the change from its transaction's notification.
-    pub(crate) fn forget_profile(&self, user_id: Uuid) {
+    /// After a change to a user committed: drops the profile here, at once,
+    /// and on the other replicas (PostgreSQL's replicas are notified by the
+    /// transaction itself).
+    pub(crate) fn user_changed(&self, user_id: Uuid) {
+        self.forget_profile(user_id);
+        self.0.db.announce(Wakeup::User(Some(user_id)));
+    }
+
+    /// A scan, but of a bounded cache, on a rare event.
+    fn forget_profile(&self, user_id: Uuid) {
         self.0.profile_epoch.fetch_add(1, Ordering::SeqCst);
-        self.0.profiles.remove(&user_id);
+        self.0.profiles.retain(|(user, _), _| *user != user_id);
     }
 
     fn forget_profiles(&self) {
@@ -174,6 +185,7 @@ impl Revocations {
             }
         };
         self.0.wake.notify_one();
+        self.0.db.announce(Wakeup::Revocations);
         let mut applied = self.0.applied.subscribe();
         if tokio::time::timeout(SETTLE, applied.wait_for(|applied| *applied >= latest))
             .await
@@ -222,7 +234,14 @@ impl Revocations {
                     Err(error) => return error,
                 },
                 () = self.0.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => self.prune(),
+                () = tokio::time::sleep(POLL) => {
+                    self.prune();
+                    // Then profiles another process changed live no longer
+                    // than this.
+                    if !conn.hears_other_processes() {
+                        self.forget_profiles();
+                    }
+                }
             }
             if let Err(error) = self.catch_up(&mut conn).await {
                 return error;

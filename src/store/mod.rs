@@ -91,7 +91,8 @@ pub(crate) struct Database {
 enum Pools {
     /// The URL too: the revocation feed opens a connection of its own.
     Postgres(Pool<AsyncPgConnection>, SecretString),
-    Sqlite(Pool<SqliteAsync>),
+    /// With the file's in-process wakeups (see [`revocations`]).
+    Sqlite(Pool<SqliteAsync>, revocations::Neighbours),
 }
 
 /// How many connections to keep; how long a call may wait for one, or for
@@ -115,7 +116,7 @@ macro_rules! with_conn {
                 let $conn = &mut *pooled;
                 $body
             }
-            $crate::store::Pools::Sqlite(pool) => {
+            $crate::store::Pools::Sqlite(pool, _) => {
                 let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
                 let $conn = &mut *pooled;
                 $body
@@ -156,7 +157,10 @@ impl Database {
                     Error::internal("the SQLite path in DATABASE_URL is not valid UTF-8")
                 })?;
                 let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Pools::Sqlite(build_pool(manager, settings)?)
+                Pools::Sqlite(
+                    build_pool(manager, settings)?,
+                    revocations::neighbours(std::path::Path::new(path)),
+                )
             }
         };
         let database = Self {
@@ -202,7 +206,7 @@ impl Database {
                     .map_err(query_error)?;
                 outcome
             }
-            Pools::Sqlite(pool) => {
+            Pools::Sqlite(pool, _) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 // SQLite has no advisory locks: one IMMEDIATE transaction
                 // holds the write lock from reading the applied versions to
@@ -235,7 +239,7 @@ impl Database {
     pub(crate) fn pool_status(&self) -> deadpool::Status {
         match &self.pools {
             Pools::Postgres(pool, _) => pool.status(),
-            Pools::Sqlite(pool) => pool.status(),
+            Pools::Sqlite(pool, _) => pool.status(),
         }
     }
 }

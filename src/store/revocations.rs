@@ -2,7 +2,12 @@
 //! transaction that ends it ([`EndSessions`]), read in id order by every
 //! replica's feed and by WatchRevocations.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, LazyLock, Mutex, PoisonError},
+    time::Duration,
+};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::{
@@ -28,6 +33,27 @@ use crate::domain::{Error, session::Revocation};
 /// the payload).
 const REVOCATIONS_CHANNEL: &str = "authd_revocations";
 const USERS_CHANNEL: &str = "authd_users";
+
+/// What the feeds of every `Database` on one SQLite file in this process
+/// hear of each other's changes: SQLite has no notifications, and replicas
+/// in one process (tests, or an embedding) share the file.
+pub(crate) type Neighbours = Arc<tokio::sync::broadcast::Sender<Wakeup>>;
+
+/// Wakeups one feed may fall behind before it must assume it missed some.
+const NEIGHBOUR_BACKLOG: usize = 256;
+
+/// The wakeups of the SQLite file at `path`, shared by every `Database`
+/// this process opens on it. One entry per file ever opened.
+pub(super) fn neighbours(path: &Path) -> Neighbours {
+    static FILES: LazyLock<Mutex<HashMap<std::path::PathBuf, Neighbours>>> =
+        LazyLock::new(Mutex::default);
+    let mut files = FILES.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(
+        files
+            .entry(path.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::broadcast::Sender::new(NEIGHBOUR_BACKLOG))),
+    )
+}
 
 /// When sessions end, and the latest instant any access token issued to
 /// them may still be accepted.
@@ -157,8 +183,8 @@ impl AnnounceUserChange for AsyncPgConnection {
 }
 
 impl AnnounceUserChange for SqliteAsync {
-    /// The one process forgets the profile itself (see
-    /// `core::revocations`).
+    /// The caller announces the change once committed
+    /// ([`Database::announce`]).
     async fn announce_user_change(&mut self, _user_id: &str) -> Result<(), QueryError> {
         Ok(())
     }
@@ -289,12 +315,25 @@ impl Database {
                 }
                 Ok(FeedConnection::Postgres(Box::new(conn)))
             }
-            Pools::Sqlite(_) => Ok(FeedConnection::Sqlite(self.clone())),
+            Pools::Sqlite(_, neighbours) => {
+                Ok(FeedConnection::Sqlite(self.clone(), neighbours.subscribe()))
+            }
+        }
+    }
+
+    /// Tells the other feeds on this SQLite file in this process what
+    /// changed, once it has committed; PostgreSQL's transactions notify by
+    /// themselves.
+    pub(crate) fn announce(&self, wakeup: Wakeup) {
+        if let Pools::Sqlite(_, neighbours) = &self.pools {
+            // No feed listening is no error.
+            let _ = neighbours.send(wakeup);
         }
     }
 }
 
 /// What woke the feed.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Wakeup {
     /// Sessions ended somewhere.
     Revocations,
@@ -305,12 +344,11 @@ pub(crate) enum Wakeup {
 /// The feed's own connection; see [`Database::feed_connection`].
 pub(crate) enum FeedConnection {
     Postgres(Box<AsyncPgConnection>),
-    Sqlite(Database),
+    Sqlite(Database, tokio::sync::broadcast::Receiver<Wakeup>),
 }
 
 impl FeedConnection {
-    /// Waits for the next notification, forever on SQLite, where there are
-    /// none. A lost connection is an error.
+    /// Waits for the next notification. A lost connection is an error.
     pub(crate) async fn next_wakeup(&mut self) -> Result<Wakeup, Error> {
         match self {
             Self::Postgres(conn) => {
@@ -329,8 +367,22 @@ impl FeedConnection {
                     Wakeup::Revocations
                 })
             }
-            Self::Sqlite(_) => std::future::pending().await,
+            Self::Sqlite(_, neighbours) => match neighbours.recv().await {
+                Ok(wakeup) => Ok(wakeup),
+                // Missed wakeups may have been of any user.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Ok(Wakeup::User(None)),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending().await
+                }
+            },
         }
+    }
+
+    /// Whether changes made by other processes are notified: not on
+    /// SQLite, where another process (such as `authd users`) changes users
+    /// unheard.
+    pub(crate) fn hears_other_processes(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 
     /// See [`Database::revocations_after`].
@@ -345,7 +397,7 @@ impl FeedConnection {
                 let conn = &mut **conn;
                 into_revocations(load_revocations!(conn, after, ahead_of, limit)?)
             }
-            Self::Sqlite(db) => db.revocations_after(after, ahead_of, limit).await,
+            Self::Sqlite(db, _) => db.revocations_after(after, ahead_of, limit).await,
         }
     }
 }

@@ -199,7 +199,7 @@ impl Admin {
         let By { actor, origin } = by;
         let event = AuditEvent::new(EventType::UserDeleted, actor, origin).user(id);
         if self.db.delete_user(id, vec![event]).await? {
-            self.revocations.forget_profile(id);
+            self.revocations.user_changed(id);
             self.revocations.settle().await;
             Ok(())
         } else {
@@ -286,7 +286,7 @@ impl Admin {
         F: FnOnce(&User) -> UserChange + Send + 'static,
     {
         let user = change(&self.db, id, decide).await?;
-        self.revocations.forget_profile(id);
+        self.revocations.user_changed(id);
         self.revocations.settle().await;
         Ok(user)
     }
