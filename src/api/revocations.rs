@@ -5,7 +5,7 @@ use futures_util::{Stream, StreamExt, stream::BoxStream};
 use tonic::Status;
 
 use super::{
-    convert::{Violations, timestamp},
+    convert::{self, timestamp},
     proto::WatchRevocationsResponse,
 };
 use crate::{
@@ -15,22 +15,9 @@ use crate::{
 
 pub(crate) type EntryStream = BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
 
-/// A cursor this server sent (a revocation's id, as decimal text), or none
-/// when empty.
+/// A cursor this server sent, or none when empty.
 pub(super) fn cursor(raw: &str) -> Result<Option<i64>, Error> {
-    if raw.is_empty() {
-        return Ok(None);
-    }
-    let mut violations = Violations::default();
-    let cursor = violations.check(
-        "cursor",
-        raw.parse::<i64>()
-            .ok()
-            .filter(|cursor| *cursor >= 0)
-            .ok_or("is not a cursor this server sent"),
-    );
-    violations.finish()?;
-    Ok(cursor)
+    convert::cursor(raw, "is not a cursor this server sent")
 }
 
 pub(super) fn entries(

@@ -278,6 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn a_token_expires_by_the_end_of_its_session() {
+        let tokens = tokens();
+        let session_ends = Utc::now() + chrono::Duration::seconds(20);
+        let subject = Subject::User {
+            user_id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+            session_ends: Some(session_ends),
+        };
+        let issued = tokens.issue(subject, &Roles::default()).expect("issue");
+        let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
+        assert_eq!(claims.exp, session_ends.timestamp());
+        assert!(issued.expires_in <= Duration::from_secs(20));
+    }
+
+    #[test]
     fn a_key_survives_a_pem_round_trip_with_its_kid() {
         let key = KeyPair::generate().expect("key");
         let again = KeyPair::from_pkcs8_pem(key.pkcs8_pem()).expect("parse");

@@ -81,10 +81,13 @@ impl Database {
 }
 
 /// Marks the live sessions among `chosen` revoked; evaluates to their ids
-/// and users.
+/// and users, or returns from the caller when there are none.
 macro_rules! mark_revoked {
-    ($conn:expr, $chosen:expr, $ending:expr) => {
-        diesel::update(
+    ($conn:expr, $chosen:expr, $ending:expr) => {{
+        if $chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ended = diesel::update(
             sessions::table
                 .filter(sessions::id.eq_any($chosen))
                 .filter(sessions::revoked_at.is_null()),
@@ -92,8 +95,12 @@ macro_rules! mark_revoked {
         .set(sessions::revoked_at.eq($ending.at))
         .returning((sessions::id, sessions::user_id))
         .get_results::<(String, String)>(&mut *$conn)
-        .await?
-    };
+        .await?;
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        ended
+    }};
 }
 
 /// One insert per ended session: a handful at most, and SQLite has no
@@ -135,13 +142,7 @@ impl EndSessions for AsyncPgConnection {
         chosen: &[String],
         ending: Ending,
     ) -> Result<Vec<String>, QueryError> {
-        if chosen.is_empty() {
-            return Ok(Vec::new());
-        }
         let ended = mark_revoked!(self, chosen, ending);
-        if ended.is_empty() {
-            return Ok(Vec::new());
-        }
         diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
             .bind::<BigInt, _>(AUDIT_LOCK_ID)
             .execute(&mut *self)
@@ -154,16 +155,13 @@ impl EndSessions for AsyncPgConnection {
 }
 
 impl EndSessions for SqliteAsync {
-    /// SQLite's single writer already orders commits, and its one process
-    /// learns of them without a notification.
+    /// SQLite's single writer already orders commits; the caller wakes the
+    /// feeds once committed ([`Database::announce`]).
     async fn end_sessions(
         &mut self,
         chosen: &[String],
         ending: Ending,
     ) -> Result<Vec<String>, QueryError> {
-        if chosen.is_empty() {
-            return Ok(Vec::new());
-        }
         let ended = mark_revoked!(self, chosen, ending);
         insert_revocations!(self, &ended, ending);
         Ok(ended.into_iter().map(|(id, _)| id).collect())

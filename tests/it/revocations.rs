@@ -175,7 +175,6 @@ async fn every_way_a_session_ends_is_streamed(backend: Backend) {
         let app = &app;
         async move { app.signup(email, PASSWORD, "user").await.expect("signup") }
     };
-    let admin_request = |id: &str| id.to_owned();
     let mut ended: Vec<(&str, String)> = Vec::new();
 
     signup("logout@example.com").await;
@@ -218,9 +217,7 @@ async fn every_way_a_session_ends_is_streamed(backend: Backend) {
     app.admin_client()
         .await
         .revoke_user_sessions(authorized(
-            RevokeUserSessionsRequest {
-                id: admin_request(&user.id),
-            },
+            RevokeUserSessionsRequest { id: user.id },
             &admin,
         ))
         .await

@@ -129,46 +129,42 @@ impl Accounts {
             used_after: cutoff(ended_before, Some(unusable_after)),
             created_after: cutoff(ended_before, self.sessions.max_age),
         };
-        loop {
-            match self
-                .db
-                .delete_dead_sessions(ended_before, dead, TIDY_BATCH)
-                .await
-            {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "session housekeeping: deleting ended sessions failed");
-                    return;
-                }
-            }
+        if !drain("ended sessions", || {
+            self.db.delete_dead_sessions(ended_before, dead, TIDY_BATCH)
+        })
+        .await
+        {
+            return;
         }
-        loop {
-            match self
-                .db
+        if !drain("expired refresh tokens", || {
+            self.db
                 .delete_expired_refresh_tokens(ended_before, TIDY_BATCH)
-                .await
-            {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "session housekeeping: deleting expired tokens failed");
-                    return;
-                }
-            }
+        })
+        .await
+        {
+            return;
         }
-        loop {
-            match self
-                .db
-                .delete_expired_revocations(Utc::now(), TIDY_BATCH)
-                .await
-            {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "session housekeeping: deleting revocations failed");
-                    return;
-                }
+        drain("expired revocations", || {
+            self.db.delete_expired_revocations(Utc::now(), TIDY_BATCH)
+        })
+        .await;
+    }
+}
+
+/// Deletes batch after batch until none is left; false after a failure,
+/// which it logs, so housekeeping stops until its next round.
+async fn drain<F, Fut>(what: &str, mut delete: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, Error>>,
+{
+    loop {
+        match delete().await {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "session housekeeping: deleting {what} failed");
+                return false;
             }
         }
     }
