@@ -46,7 +46,10 @@ pub(crate) struct RevocationSettings {
 /// The driver reads even without a notification this often, and prunes
 /// expired entries: a lost notification delays a revocation by this much
 /// at most.
-const POLL: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_secs(1);
+/// A read that takes longer means the connection is lost without saying
+/// so: the view stops being current rather than silently fall behind.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Revocations read per statement.
 const PAGE: i64 = 500;
 /// How long a call that ended sessions waits for its replica's view to
@@ -251,6 +254,12 @@ impl Revocations {
 
     /// Applies every revocation after the view's cursor that still matters.
     async fn catch_up(&self, conn: &mut FeedConnection) -> Result<(), Error> {
+        tokio::time::timeout(READ_TIMEOUT, self.read_new(conn))
+            .await
+            .map_err(|_| Error::unavailable("the revocation feed's read timed out"))?
+    }
+
+    async fn read_new(&self, conn: &mut FeedConnection) -> Result<(), Error> {
         loop {
             let after = *self.0.applied.borrow();
             let page = conn.revocations_after(after, Utc::now(), PAGE).await?;
