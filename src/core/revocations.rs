@@ -198,8 +198,10 @@ impl Revocations {
         }
     }
 
-    /// Ends every watch with UNAVAILABLE: the server is shutting down.
+    /// Ends every watch with UNAVAILABLE: the server is shutting down, and
+    /// its feed stops, so the calls still finishing read the database.
     pub(crate) fn stop(&self) {
+        self.set_current(false);
         self.0.stopping.send_replace(true);
     }
 
