@@ -179,7 +179,13 @@ impl Revocations {
     /// Called after a transaction that may have ended sessions committed:
     /// waits, for a bounded time, until this replica's view includes it, so
     /// that the replica refuses those sessions from the next call on.
+    /// A view that is not current decides nothing, so there is nothing to
+    /// wait for.
     pub(crate) async fn settle(&self) {
+        self.0.db.announce(Wakeup::Revocations);
+        if !*self.0.current.borrow() {
+            return;
+        }
         let latest = match self.0.db.latest_revocation().await {
             Ok(latest) => latest,
             Err(error) => {
@@ -188,7 +194,6 @@ impl Revocations {
             }
         };
         self.0.wake.notify_one();
-        self.0.db.announce(Wakeup::Revocations);
         let mut applied = self.0.applied.subscribe();
         if tokio::time::timeout(SETTLE, applied.wait_for(|applied| *applied >= latest))
             .await
