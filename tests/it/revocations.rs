@@ -27,6 +27,7 @@ backend_tests!(
     every_way_a_session_ends_is_streamed,
     watchers_resume_from_a_cursor_and_only_services_may_watch,
     housekeeping_deletes_expired_revocations,
+    watches_beyond_the_cap_are_refused,
 );
 
 /// Long enough for any propagation the feed promises within a second.
@@ -342,6 +343,21 @@ async fn watchers_resume_from_a_cursor_and_only_services_may_watch(backend: Back
     let live = BTreeSet::from([sid(&token.access_token)]);
     until_sent(&mut stream, &live).await;
     until_sent(&mut resumed, &live).await;
+}
+
+async fn watches_beyond_the_cap_are_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &["--max-revocation-watches", "1"]).await;
+    let (_, admin) = app.user_with_roles("root@example.com", &["admin"]).await;
+    let service = service_token(&app, &admin).await;
+    let mut first = watch(&app, &service, "").await.expect("first watch");
+    until_heartbeat(&mut first).await;
+    let refused = watch(&app, &service, "").await.expect_err("beyond the cap");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    drop(first);
+    eventually("a closed watch frees its place", || async {
+        watch(&app, &service, "").await.is_ok()
+    })
+    .await;
 }
 
 async fn housekeeping_deletes_expired_revocations(backend: Backend) {
