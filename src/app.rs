@@ -33,6 +33,7 @@ use crate::{
         hasher::Hasher,
         kek::Keks,
         keys::{self, KeySettings},
+        revocations::Revocations,
         throttle::Limits,
     },
     domain::{
@@ -65,6 +66,7 @@ pub struct Application {
     admin_api: AdminApi,
     audit: Audit,
     accounts: Accounts,
+    revocations: Revocations,
     tls: Option<Tls>,
     cors: Option<tower_http::cors::CorsLayer>,
     reflection: bool,
@@ -98,7 +100,13 @@ impl Application {
         let limits = Limits::new(config.limits.clone(), &metrics)
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
-        let admin = Admin::new(database.clone(), hasher.clone(), config.sessions);
+        let revocations = Revocations::new(database.clone(), config.revocations, &metrics);
+        let admin = Admin::new(
+            database.clone(),
+            hasher.clone(),
+            config.sessions,
+            revocations.clone(),
+        );
         let audit = Audit::new(database.clone(), config.audit);
         let accounts = Accounts::new(
             database.clone(),
@@ -106,6 +114,7 @@ impl Application {
             Arc::clone(&tokens),
             limits.clone(),
             config.sessions,
+            revocations.clone(),
         );
         let tls = config.tls.clone().map(Tls::load).transpose()?;
         if tls.is_none() && !config.listen.ip().is_loopback() {
@@ -128,10 +137,16 @@ impl Application {
             listener,
             database,
             tokens,
-            api: AuthApi::new(accounts.clone(), limits, config.password_min_length),
+            api: AuthApi::new(
+                accounts.clone(),
+                revocations.clone(),
+                limits,
+                config.password_min_length,
+            ),
             admin_api: AdminApi::new(admin, audit.clone(), config.password_min_length),
             audit,
             accounts,
+            revocations,
             tls,
             cors: crate::api::cors::cors(&config.cors_allowed_origins),
             reflection: config.reflection,
@@ -171,6 +186,7 @@ impl Application {
         });
         let audit_pruner = tokio::spawn(self.audit.keep_within_retention());
         let session_tidier = tokio::spawn(self.accounts.keep_tidy());
+        let revocation_feed = tokio::spawn(self.revocations.clone().keep_current());
         let jwks_max_age = self.keys.refresh;
         let key_refresher = tokio::spawn(keys::keep_fresh(
             self.database,
@@ -197,6 +213,8 @@ impl Application {
             key_refresher.abort();
             audit_pruner.abort();
             session_tidier.abort();
+            revocation_feed.abort();
+            self.revocations.stop();
             if let Some(tls_watcher) = &tls_watcher {
                 tls_watcher.abort();
             }
@@ -432,7 +450,10 @@ pub async fn change_role(config: &Config, command: &UsersCommand) -> anyhow::Res
 }
 
 async fn connect_and_migrate(config: &Config) -> anyhow::Result<Database> {
-    let database = Database::connect(&config.database_url, config.pool)
+    // The longest an access token issued before a revocation is accepted
+    // after it, by authd or by a verifier.
+    let revocation_window = config.token_ttl + authd_verify::LEEWAY;
+    let database = Database::connect(&config.database_url, config.pool, revocation_window)
         .await
         .context("cannot connect to the database named by DATABASE_URL")?;
     database

@@ -14,6 +14,7 @@ use crate::{
     core::audit::AuditSettings,
     core::kek::KekSettings,
     core::keys::KeySettings,
+    core::revocations::RevocationSettings,
     core::throttle::{LimitSettings, Lockout, Rate},
     domain::PASSWORD_MAX_BYTES,
     infra::{telemetry::LogFormat, tls::TlsSettings},
@@ -262,6 +263,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub(crate) max_audit_watches: u16,
 
+    /// Most WatchRevocations streams one replica serves at once; more are
+    /// refused with RESOURCE_EXHAUSTED. Watches share the replica's feed and
+    /// read the database only to catch up.
+    #[arg(long, env = "AUTHD_MAX_REVOCATION_WATCHES", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub(crate) max_revocation_watches: u16,
+
     /// How often each replica reloads signing keys from the database. New
     /// keys sign two intervals after rotation; the JWKS may be cached for one.
     #[arg(long, env = "AUTHD_KEY_REFRESH", default_value = "30s", value_parser = parse_duration,
@@ -427,6 +435,7 @@ pub struct Config {
     pub(crate) token_ttl: Duration,
     pub(crate) sessions: SessionSettings,
     pub(crate) audit: AuditSettings,
+    pub(crate) revocations: RevocationSettings,
     pub(crate) keys: KeySettings,
     pub(crate) issuer: String,
     pub(crate) public_url: Option<Url>,
@@ -494,6 +503,9 @@ impl TryFrom<Settings> for Config {
             audit: AuditSettings {
                 retention: settings.audit_retention,
                 max_watches: usize::from(settings.max_audit_watches),
+            },
+            revocations: RevocationSettings {
+                max_watches: usize::from(settings.max_revocation_watches),
             },
             keys: KeySettings {
                 file: settings.signing_key_file,

@@ -240,6 +240,25 @@ pub(crate) fn introspection(claims: Option<Claims>) -> proto::IntrospectTokenRes
     }
 }
 
+/// A stream's resume cursor as this server sends it (an id in decimal), or
+/// None when empty; anything else is a field violation of `cursor` saying
+/// `what` it must be.
+pub(crate) fn cursor(raw: &str, what: &'static str) -> Result<Option<i64>, Error> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let mut violations = Violations::default();
+    let cursor = violations.check(
+        "cursor",
+        raw.parse::<i64>()
+            .ok()
+            .filter(|cursor| *cursor >= 0)
+            .ok_or(what),
+    );
+    violations.finish()?;
+    Ok(cursor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub(crate) mod convert;
 pub(crate) mod cors;
 pub(crate) mod listener;
 pub mod malformed;
+mod revocations;
 mod sessions;
 pub(crate) mod status;
 pub mod well_known;
@@ -21,6 +22,7 @@ pub(crate) use bearer::BearerAuthLayer;
 
 use crate::{
     core::accounts::Accounts,
+    core::revocations::Revocations,
     core::throttle::{Action, Limits},
     domain::{Error, audit::Origin, session::Device},
 };
@@ -53,7 +55,7 @@ use proto::{
     IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
     LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
     RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse,
-    WatchRevocationsRequest, WatchRevocationsResponse, auth_service_server::AuthService,
+    WatchRevocationsRequest, auth_service_server::AuthService,
 };
 
 /// The longest `x-request-id` recorded in the audit trail; the access log
@@ -85,14 +87,21 @@ fn claims<T>(request: &Request<T>) -> Result<&Claims, Error> {
 
 pub(crate) struct AuthApi {
     accounts: Accounts,
+    revocations: Revocations,
     limits: Limits,
     password_min_length: usize,
 }
 
 impl AuthApi {
-    pub(crate) fn new(accounts: Accounts, limits: Limits, password_min_length: usize) -> Self {
+    pub(crate) fn new(
+        accounts: Accounts,
+        revocations: Revocations,
+        limits: Limits,
+        password_min_length: usize,
+    ) -> Self {
         Self {
             accounts,
+            revocations,
             limits,
             password_min_length,
         }
@@ -222,13 +231,15 @@ impl AuthService for AuthApi {
         Ok(Response::new(RevokeSessionResponse {}))
     }
 
-    type WatchRevocationsStream =
-        futures_util::stream::BoxStream<'static, Result<WatchRevocationsResponse, Status>>;
+    type WatchRevocationsStream = revocations::EntryStream;
 
     async fn watch_revocations(
         &self,
-        _request: Request<WatchRevocationsRequest>,
+        request: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        Err(Status::unimplemented("WatchRevocations is being built"))
+        self.accounts.revocation_watcher(claims(&request)?).await?;
+        let cursor = revocations::cursor(&request.get_ref().cursor)?;
+        let entries = self.revocations.watch(cursor)?;
+        Ok(Response::new(revocations::entries(entries)))
     }
 }

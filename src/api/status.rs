@@ -36,6 +36,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(what) => Status::already_exists(what),
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
             Error::AccountDisabled => Status::permission_denied("account disabled"),
+            Error::PermissionDenied(who_may) => Status::permission_denied(who_may),
             Error::InvalidApiKey => Status::unauthenticated("invalid API key"),
             Error::TooManyWatches => {
                 Status::resource_exhausted("too many watches are open on this server, retry later")

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     core::hasher::Hasher,
     core::refresh_token::RefreshToken,
+    core::revocations::Revocations,
     core::throttle::Limits,
     core::tokens::{AccessToken, Subject, Tokens},
     domain::Error,
@@ -54,6 +55,7 @@ pub(crate) struct Accounts {
     limits: Limits,
     sessions: SessionSettings,
     signups: SignupLine,
+    revocations: Revocations,
 }
 
 impl Accounts {
@@ -63,6 +65,7 @@ impl Accounts {
         tokens: Arc<Tokens>,
         limits: Limits,
         sessions: SessionSettings,
+        revocations: Revocations,
     ) -> Self {
         Self {
             db,
@@ -71,6 +74,7 @@ impl Accounts {
             limits,
             sessions,
             signups: SignupLine::default(),
+            revocations,
         }
     }
 
@@ -176,6 +180,9 @@ impl Accounts {
                 ],
             })
             .await?;
+        if self.sessions.max_per_user.is_some() {
+            self.revocations.settle().await;
+        }
         if !created {
             self.limits.login_failed();
             self.db.record(vec![failed("invalid_credentials")]).await?;
@@ -189,6 +196,7 @@ impl Accounts {
                 Subject::User {
                     user_id: user.id,
                     session_id,
+                    session_ends: self.sessions.ends(Utc::now()),
                 },
                 &user.roles,
             )?,
@@ -219,24 +227,27 @@ impl Accounts {
                 AuditEvent::new(EventType::RefreshReuseDetected, Actor::Anonymous, origin),
             )
             .await?;
-        let (user_id, session_id, roles, refresh) = match rotation {
+        let (user_id, session_id, roles, created_at, refresh) = match rotation {
             Rotation::Rotated {
                 session_id,
                 user_id,
                 roles,
-            } => (user_id, session_id, roles, successor),
+                session_created_at,
+            } => (user_id, session_id, roles, session_created_at, successor),
             Rotation::Replayed {
                 session_id,
                 user_id,
                 roles,
+                session_created_at,
                 successor_sealed,
             } => {
                 let replayed = presented
                     .unseal(&successor_sealed)
                     .ok_or_else(|| Error::internal("a stored successor does not unseal"))?;
-                (user_id, session_id, roles, replayed)
+                (user_id, session_id, roles, session_created_at, replayed)
             }
             Rotation::Reused { session_id } => {
+                self.revocations.settle().await;
                 // The session id, never the token: enough to investigate.
                 tracing::warn!(%session_id, "refresh token reused: session revoked");
                 self.limits.refresh_token_reused();
@@ -252,6 +263,7 @@ impl Accounts {
                 Subject::User {
                     user_id,
                     session_id,
+                    session_ends: self.sessions.ends(created_at),
                 },
                 &roles,
             )?,
@@ -259,9 +271,25 @@ impl Accounts {
         })
     }
 
-    /// The caller's profile, if the token's session is still live.
+    /// The caller's profile, if the token's session is still live: from
+    /// memory when the revocation view vouches for the session and the
+    /// profile was read for it before.
     pub(crate) async fn me(&self, claims: &Claims) -> Result<User, Error> {
-        self.live_session_user(claims).await.map(|(user, _)| user)
+        let (user_id, session_id) = (claims.user_id()?, claims.session_id()?);
+        match self.revoked_in_view(claims)? {
+            Some(true) => return Err(Error::InvalidToken),
+            Some(false) => {
+                if let Some(user) = self.revocations.profile(user_id, session_id) {
+                    return Ok(user);
+                }
+            }
+            None => {}
+        }
+        let epoch = self.revocations.profile_epoch();
+        let (user, _) = self.live_session_user(claims).await?;
+        self.revocations
+            .keep_profile(session_id, user.clone(), epoch);
+        Ok(user)
     }
 
     pub(crate) async fn logout(
@@ -270,20 +298,22 @@ impl Accounts {
         all_sessions: bool,
         origin: &Origin,
     ) -> Result<(), Error> {
-        let (user, _) = self.live_session_user(claims).await?;
+        let user_id = self.live_session(claims).await?;
         let session_id = claims.session_id()?;
-        let event = AuditEvent::new(EventType::SessionRevoked, Actor::User(user.id), origin)
-            .user(user.id)
+        let event = AuditEvent::new(EventType::SessionRevoked, Actor::User(user_id), origin)
+            .user(user_id)
             .session(session_id);
         let (scope, event) = if all_sessions {
-            (Revoke::User(user.id), event.detail("reason", "logout_all"))
+            (Revoke::User(user_id), event.detail("reason", "logout_all"))
         } else {
             (
                 Revoke::Session(session_id),
                 event.detail("reason", "logout"),
             )
         };
-        self.db.revoke_sessions(scope, event).await.map(drop)
+        self.db.revoke_sessions(scope, event).await?;
+        self.revocations.settle().await;
+        Ok(())
     }
 
     /// Checks the current password, stores the new one and ends every other
@@ -332,6 +362,7 @@ impl Accounts {
                     .session(session_id),
             )
             .await?;
+        self.revocations.settle().await;
         changed.then_some(()).ok_or(Error::PasswordChanged)
     }
 
@@ -348,6 +379,7 @@ impl Accounts {
         self.db
             .revoke_sessions(Revoke::Session(session_id), event)
             .await?;
+        self.revocations.settle().await;
         tracing::warn!("too many wrong current passwords: session revoked");
         Err(Error::GuessingSessionEnded)
     }
@@ -365,10 +397,25 @@ impl Accounts {
             };
             return Ok(self.db.service_account_exists(id).await?.then_some(claims));
         }
-        match self.live_session_user(&claims).await {
+        match self.live_session(&claims).await {
             Ok(_) => Ok(Some(claims)),
             Err(Error::InvalidToken) => Ok(None),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Only service accounts, still there, may watch revocations: the feed
+    /// tells which sessions exist, which is no user's business.
+    pub(crate) async fn revocation_watcher(&self, claims: &Claims) -> Result<(), Error> {
+        if !claims.is_service() {
+            return Err(Error::PermissionDenied(
+                "only service account tokens may watch revocations",
+            ));
+        }
+        if self.db.service_account_exists(claims.user_id()?).await? {
+            Ok(())
+        } else {
+            Err(Error::InvalidToken)
         }
     }
 
@@ -391,8 +438,34 @@ impl Accounts {
         }
     }
 
-    /// The token's signature was checked at the edge; its session can only be
-    /// checked here, against the database, so revocation takes effect at once.
+    /// The token's user, if its session is live. The signature was checked
+    /// at the edge; the session is checked against the revocation view when
+    /// that is current (a token never outlives its session's limits, so only
+    /// revocation can end it early), else against the database.
+    async fn live_session(&self, claims: &Claims) -> Result<Uuid, Error> {
+        match self.revoked_in_view(claims)? {
+            Some(true) => Err(Error::InvalidToken),
+            Some(false) => claims.user_id().map_err(Error::from),
+            None => self
+                .live_session_user(claims)
+                .await
+                .map(|(user, _)| user.id),
+        }
+    }
+
+    /// What the revocation view says of the token's session, if it can
+    /// tell. A token past its `exp` (accepted within the verifiers' leeway)
+    /// may have outlived its session's limits, which only the database
+    /// knows.
+    fn revoked_in_view(&self, claims: &Claims) -> Result<Option<bool>, Error> {
+        if claims.exp <= Utc::now().timestamp() {
+            return Ok(None);
+        }
+        Ok(self.revocations.is_revoked(claims.session_id()?))
+    }
+
+    /// The token's session checked against the database, with its user and
+    /// password.
     async fn live_session_user(&self, claims: &Claims) -> Result<(User, StoredPassword), Error> {
         self.db
             .session_user(

@@ -11,5 +11,6 @@ pub(crate) mod hasher;
 pub(crate) mod kek;
 pub(crate) mod keys;
 pub(crate) mod refresh_token;
+pub(crate) mod revocations;
 pub(crate) mod throttle;
 pub(crate) mod tokens;

@@ -13,7 +13,7 @@ use std::{
 use authd_verify::{
     Claims, JwkSet, Keys, LEEWAY, TOKEN_TYPE, decoding_keys, ed25519_jwk, validation, verify_with,
 };
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ed25519_dalek::{
     SigningKey,
     pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding},
@@ -82,8 +82,14 @@ impl KeyPair {
 /// Whom an access token is for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Subject {
-    /// A user, in one of their sessions.
-    User { user_id: Uuid, session_id: Uuid },
+    /// A user, in one of their sessions, which ends by `session_ends` at
+    /// the latest (the session limits, if any): no token outlives it, so a
+    /// session that dies by itself needs no revocation.
+    User {
+        user_id: Uuid,
+        session_id: Uuid,
+        session_ends: Option<DateTime<Utc>>,
+    },
     /// A service account: no session, no refresh token.
     ServiceAccount(Uuid),
 }
@@ -195,18 +201,25 @@ impl Tokens {
     pub(crate) fn issue(&self, subject: Subject, roles: &Roles) -> Result<AccessToken, Error> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;
-        let (sub, sid, client_id) = match subject {
+        let (sub, sid, client_id, ends) = match subject {
             Subject::User {
                 user_id,
                 session_id,
-            } => (user_id.to_string(), Some(session_id.to_string()), None),
-            Subject::ServiceAccount(id) => (id.to_string(), None, Some(id.to_string())),
+                session_ends,
+            } => (
+                user_id.to_string(),
+                Some(session_id.to_string()),
+                None,
+                session_ends.map(|ends| ends.timestamp()),
+            ),
+            Subject::ServiceAccount(id) => (id.to_string(), None, Some(id.to_string()), None),
         };
+        let exp = ends.map_or(now + ttl, |ends| ends.clamp(now, now + ttl));
         let claims = Claims {
             iss: self.issuer.clone(),
             sub,
             aud: self.audience.clone(),
-            exp: now + ttl,
+            exp,
             iat: now,
             nbf: now,
             jti: Uuid::now_v7().to_string(),
@@ -222,7 +235,7 @@ impl Tokens {
             .map_err(Error::internal)?;
         Ok(AccessToken {
             token: SecretString::from(token),
-            expires_in: self.ttl,
+            expires_in: Duration::from_secs(u64::try_from(exp - now).unwrap_or_default()),
         })
     }
 
@@ -267,6 +280,7 @@ mod tests {
         Subject::User {
             user_id,
             session_id: Uuid::now_v7(),
+            session_ends: None,
         }
     }
 
@@ -414,6 +428,21 @@ mod tests {
         let foreign = issue(&self::tokens());
         assert!(tokens.verify(foreign.token.expose_secret()).is_err());
         assert!(tokens.keyring().verified.is_empty());
+    }
+
+    #[test]
+    fn a_token_expires_by_the_end_of_its_session() {
+        let tokens = tokens();
+        let session_ends = Utc::now() + chrono::Duration::seconds(20);
+        let subject = Subject::User {
+            user_id: Uuid::now_v7(),
+            session_id: Uuid::now_v7(),
+            session_ends: Some(session_ends),
+        };
+        let issued = tokens.issue(subject, &Roles::default()).expect("issue");
+        let claims = tokens.verify(issued.token.expose_secret()).expect("verify");
+        assert_eq!(claims.exp, session_ends.timestamp());
+        assert!(issued.expires_in <= Duration::from_secs(20));
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub(crate) enum Error {
     #[error("invalid API key")]
     InvalidApiKey,
 
+    /// `PERMISSION_DENIED`: the caller is who they claim, but this call is
+    /// not theirs to make; the text says who may.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+
     /// `RESOURCE_EXHAUSTED`: this replica already streams as many watches
     /// as it allows.
     #[error("too many watches")]

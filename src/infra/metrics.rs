@@ -83,6 +83,8 @@ struct Inner {
     connections_dropped: Family<ReasonLabels, Counter>,
     accept_errors: Counter,
     calls_shed: Counter,
+    revocation_feed_current: Gauge,
+    revoked_sessions: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,6 +117,8 @@ impl Metrics {
         let connections_dropped = Family::<ReasonLabels, Counter>::default();
         let accept_errors = Counter::default();
         let calls_shed = Counter::default();
+        let revocation_feed_current = Gauge::default();
+        let revoked_sessions = Gauge::default();
         // Series that exist from the start read 0 instead of missing, so
         // rate() and alerts work before the first event.
         for reason in ["client", "account"] {
@@ -218,6 +222,17 @@ impl Metrics {
             "Calls refused at once because AUTHD_MAX_CONCURRENT_CALLS were in progress",
             calls_shed.clone(),
         );
+        registry.register(
+            "revocation_feed_current",
+            "1 while this replica's view of revoked sessions is caught up and listening, \
+             0 while it reconnects (session checks then read the database)",
+            revocation_feed_current.clone(),
+        );
+        registry.register(
+            "revoked_sessions",
+            "Revoked sessions this replica holds in memory, until their tokens expire",
+            revoked_sessions.clone(),
+        );
 
         Self(Arc::new(Inner {
             registry,
@@ -238,6 +253,8 @@ impl Metrics {
             connections_dropped,
             accept_errors,
             calls_shed,
+            revocation_feed_current,
+            revoked_sessions,
         }))
     }
 
@@ -344,6 +361,11 @@ impl Metrics {
             .login_throttled
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    pub(crate) fn set_revocation_feed(&self, current: bool, revoked_sessions: usize) {
+        self.0.revocation_feed_current.set(i64::from(current));
+        self.0.revoked_sessions.set(gauge_value(revoked_sessions));
     }
 
     pub(crate) fn set_open_connections(&self, open: usize) {

@@ -14,8 +14,11 @@ use uuid::Uuid;
 use super::{
     Database,
     audit::AppendAudit,
-    query_error, run_detached,
-    schema::{sessions, users},
+    query_error,
+    revocations::{AnnounceUserChange, EndSessions, Ending},
+    run_detached,
+    schema::users,
+    sessions::live_sessions,
     users::UserRow,
     with_conn,
 };
@@ -192,6 +195,7 @@ impl Database {
         F: FnOnce(&User) -> UserChange + Send + 'static,
     {
         let now = Utc::now().naive_utc().trunc_subsecs(6);
+        let window = self.revocation_window;
         let id = &id.to_string();
         let row = with_conn!(self, |conn| conn
             .transaction::<_, QueryError, _>(async |conn| {
@@ -219,21 +223,16 @@ impl Database {
                         .execute(conn)
                         .await?;
                 }
-                if change.revoke_sessions {
-                    diesel::update(
-                        sessions::table
-                            .filter(sessions::user_id.eq(id))
-                            .filter(sessions::revoked_at.is_null()),
-                    )
-                    .set(sessions::revoked_at.eq(now))
-                    .execute(conn)
-                    .await?;
-                }
                 let after = users::table
                     .find(id)
                     .select(UserRow::as_select())
                     .first(conn)
                     .await?;
+                conn.announce_user_change(id).await?;
+                if change.revoke_sessions {
+                    let live = live_sessions!(conn, id);
+                    conn.end_sessions(&live, Ending::new(now, window)).await?;
+                }
                 conn.append_audit(&change.events).await?;
                 Ok(Some(after))
             })
@@ -243,8 +242,9 @@ impl Database {
             .transpose()
     }
 
-    /// Deletes a user (sessions and refresh tokens go with it) and records
-    /// `events`; false, recording nothing, if there is no such user.
+    /// Deletes a user (sessions and refresh tokens go with it, their
+    /// revocations stay) and records `events`; false, recording nothing, if
+    /// there is no such user.
     pub(crate) async fn delete_user(
         &self,
         id: Uuid,
@@ -254,8 +254,14 @@ impl Database {
         run_detached(async move {
             let id = &id.to_string();
             let events = &events;
+            let ending = db.ending_now();
             with_conn!(&db, |conn| conn
                 .transaction::<_, QueryError, _>(async |conn| {
+                    // Before the cascade removes the sessions it must
+                    // record.
+                    conn.announce_user_change(id).await?;
+                    let live = live_sessions!(conn, id);
+                    conn.end_sessions(&live, ending).await?;
                     let deleted = diesel::delete(users::table.find(id)).execute(conn).await? == 1;
                     if deleted {
                         conn.append_audit(events).await?;

@@ -18,7 +18,7 @@ use crate::domain::{
 /// will never later find a committed id below N, which is what lets a
 /// watcher resume after a cursor without gaps. Audited transactions take it
 /// last, just before they commit, so it is held for a commit's time.
-const AUDIT_LOCK_ID: i64 = 0x6175_7468_6401;
+pub(super) const AUDIT_LOCK_ID: i64 = 0x6175_7468_6401;
 
 #[derive(Insertable)]
 #[diesel(table_name = audit_events)]

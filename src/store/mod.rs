@@ -4,6 +4,7 @@
 mod admin_users;
 mod audit;
 mod keys;
+mod revocations;
 mod schema;
 mod service_accounts;
 mod sessions;
@@ -30,6 +31,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub(crate) use admin_users::UserChange;
 pub(crate) use keys::StoredKey;
+pub(crate) use revocations::{FeedConnection, Wakeup};
 pub(crate) use sessions::{Liveness, NewSession, RefreshRecord, Revoke, Rotation, SessionLimit};
 pub(crate) use users::{NewUserRecord, StoredPassword};
 
@@ -82,11 +84,21 @@ impl DatabaseUrl {
     }
 }
 
-/// A pool of connections to whichever backend is configured.
+/// A pool of connections to whichever backend is configured, and how long
+/// an ended session's access tokens may still be presented (see
+/// [`revocations`]).
 #[derive(Clone)]
-pub(crate) enum Database {
-    Postgres(Pool<AsyncPgConnection>),
-    Sqlite(Pool<SqliteAsync>),
+pub(crate) struct Database {
+    pools: Pools,
+    revocation_window: Duration,
+}
+
+#[derive(Clone)]
+enum Pools {
+    /// The URL too: the revocation feed opens a connection of its own.
+    Postgres(Pool<AsyncPgConnection>, SecretString),
+    /// With the file's in-process wakeups (see [`revocations`]).
+    Sqlite(Pool<SqliteAsync>, revocations::Neighbours),
 }
 
 /// How many connections to keep; how long a call may wait for one, or for
@@ -104,13 +116,13 @@ pub(crate) struct PoolSettings {
 /// which is how one query serves PostgreSQL and SQLite.
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
-        match $db {
-            $crate::store::Database::Postgres(pool) => {
+        match &$db.pools {
+            $crate::store::Pools::Postgres(pool, _) => {
                 let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
                 let $conn = &mut *pooled;
                 $body
             }
-            $crate::store::Database::Sqlite(pool) => {
+            $crate::store::Pools::Sqlite(pool, _) => {
                 let mut pooled = pool.get().await.map_err($crate::store::pool_error)?;
                 let $conn = &mut *pooled;
                 $body
@@ -125,8 +137,12 @@ impl Database {
     /// backoff for up to `startup_timeout` (a database that starts alongside
     /// authd may need a moment), so a wrong URL fails at startup rather than
     /// on the first call.
-    pub(crate) async fn connect(url: &DatabaseUrl, settings: PoolSettings) -> Result<Self, Error> {
-        let database = match url {
+    pub(crate) async fn connect(
+        url: &DatabaseUrl,
+        settings: PoolSettings,
+        revocation_window: Duration,
+    ) -> Result<Self, Error> {
+        let pools = match url {
             DatabaseUrl::Postgres(url) => {
                 use secrecy::ExposeSecret;
                 let mut config = ManagerConfig::default();
@@ -159,7 +175,7 @@ impl Database {
                     }))
                     .build()
                     .map_err(Error::internal)?;
-                Self::Postgres(pool)
+                Pools::Postgres(pool, url.clone())
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::default();
@@ -172,12 +188,17 @@ impl Database {
                     Error::internal("the SQLite path in DATABASE_URL is not valid UTF-8")
                 })?;
                 let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Self::Sqlite(
+                Pools::Sqlite(
                     pool_builder(manager, settings)
                         .build()
                         .map_err(Error::internal)?,
+                    revocations::neighbours(std::path::Path::new(path)),
                 )
             }
+        };
+        let database = Self {
+            pools,
+            revocation_window,
         };
         let give_up = tokio::time::Instant::now() + settings.startup_timeout;
         let mut backoff = Duration::from_millis(100);
@@ -197,8 +218,8 @@ impl Database {
     /// Applies pending migrations. On PostgreSQL an advisory lock makes
     /// replicas that start together take turns instead of racing.
     pub(crate) async fn migrate(&self) -> Result<(), Error> {
-        match self {
-            Self::Postgres(pool) => {
+        match &self.pools {
+            Pools::Postgres(pool, _) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 diesel::sql_query("SELECT pg_advisory_lock($1)")
                     .bind::<BigInt, _>(MIGRATION_LOCK_ID)
@@ -218,7 +239,7 @@ impl Database {
                     .map_err(query_error)?;
                 outcome
             }
-            Self::Sqlite(pool) => {
+            Pools::Sqlite(pool, _) => {
                 let mut conn = pool.get().await.map_err(pool_error)?;
                 // SQLite has no advisory locks: one IMMEDIATE transaction
                 // holds the write lock from reading the applied versions to
@@ -249,9 +270,9 @@ impl Database {
 
     /// How many connections the pool holds, lends and may open right now.
     pub(crate) fn pool_status(&self) -> deadpool::Status {
-        match self {
-            Self::Postgres(pool) => pool.status(),
-            Self::Sqlite(pool) => pool.status(),
+        match &self.pools {
+            Pools::Postgres(pool, _) => pool.status(),
+            Pools::Sqlite(pool, _) => pool.status(),
         }
     }
 }

@@ -89,6 +89,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    revocations (id) {
+        id -> BigInt,
+        session_id -> Text,
+        user_id -> Text,
+        revoked_at -> Timestamp,
+        not_after -> Timestamp,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(api_keys -> service_accounts (service_account_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));

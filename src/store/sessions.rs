@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::{
     Database,
     audit::AppendAudit,
-    query_error, run_detached,
+    query_error,
+    revocations::EndSessions,
+    run_detached,
     schema::{refresh_tokens, sessions, users},
     users::{StoredPassword, UserRow},
     with_conn,
@@ -55,6 +57,20 @@ type SessionRow = (
     Option<String>,
 );
 
+/// Evaluates to the ids of a user's sessions not revoked yet, for
+/// [`EndSessions`] to end.
+macro_rules! live_sessions {
+    ($conn:expr, $user_id:expr) => {
+        $crate::store::schema::sessions::table
+            .filter($crate::store::schema::sessions::user_id.eq($user_id))
+            .filter($crate::store::schema::sessions::revoked_at.is_null())
+            .select($crate::store::schema::sessions::id)
+            .load::<String>(&mut *$conn)
+            .await?
+    };
+}
+pub(super) use live_sessions;
+
 /// A refresh token to store: its hash and when it stops working.
 pub(crate) struct RefreshRecord {
     pub(crate) token_hash: String,
@@ -68,6 +84,7 @@ pub(crate) enum Rotation {
         session_id: Uuid,
         user_id: Uuid,
         roles: Roles,
+        session_created_at: DateTime<Utc>,
     },
     /// The token was spent moments ago (within the grace interval) and its
     /// successor is still unspent: the caller gets that successor again.
@@ -75,6 +92,7 @@ pub(crate) enum Rotation {
         session_id: Uuid,
         user_id: Uuid,
         roles: Roles,
+        session_created_at: DateTime<Utc>,
         successor_sealed: String,
     },
     /// The token was spent earlier: someone is replaying it, so its session
@@ -85,10 +103,10 @@ pub(crate) enum Rotation {
 }
 
 /// The outcome inside the transaction, before ids are parsed: session id,
-/// user id and the user's roles, as stored.
+/// user id, the user's roles and the session's start, as stored.
 enum Outcome {
-    Rotated(String, String, String),
-    Replayed(String, String, String, String),
+    Rotated(String, String, String, NaiveDateTime),
+    Replayed(String, String, String, NaiveDateTime, String),
     Reused(String),
     Rejected,
 }
@@ -112,17 +130,21 @@ impl Outcome {
     /// Parses the ids the transaction read.
     fn into_rotation(self) -> Result<Rotation, Error> {
         Ok(match self {
-            Self::Rotated(session_id, user_id, roles) => Rotation::Rotated {
+            Self::Rotated(session_id, user_id, roles, created_at) => Rotation::Rotated {
                 session_id: uuid(&session_id)?,
                 user_id: uuid(&user_id)?,
                 roles: Roles::from_stored(&roles),
+                session_created_at: created_at.and_utc(),
             },
-            Self::Replayed(session_id, user_id, roles, successor_sealed) => Rotation::Replayed {
-                session_id: uuid(&session_id)?,
-                user_id: uuid(&user_id)?,
-                roles: Roles::from_stored(&roles),
-                successor_sealed,
-            },
+            Self::Replayed(session_id, user_id, roles, created_at, successor_sealed) => {
+                Rotation::Replayed {
+                    session_id: uuid(&session_id)?,
+                    user_id: uuid(&user_id)?,
+                    roles: Roles::from_stored(&roles),
+                    session_created_at: created_at.and_utc(),
+                    successor_sealed,
+                }
+            }
             Self::Reused(session_id) => Rotation::Reused {
                 session_id: uuid(&session_id)?,
             },
@@ -160,6 +182,7 @@ impl Database {
             events,
         } = session;
         let session_id = id.to_string();
+        let ending = self.ending_now();
         let now = Utc::now().naive_utc();
         let (session_id_ref, user_id) = (&session_id, user_id.to_string());
         let client_address = device.client_address.map(|address| address.to_string());
@@ -217,12 +240,7 @@ impl Database {
                         .offset(i64::try_from(limit.max).unwrap_or(i64::MAX))
                         .load(conn)
                         .await?;
-                    if !beyond.is_empty() {
-                        diesel::update(sessions::table.filter(sessions::id.eq_any(&beyond)))
-                            .set(sessions::revoked_at.eq(now))
-                            .execute(conn)
-                            .await?;
-                    }
+                    let beyond = conn.end_sessions(&beyond, ending).await?;
                     events.extend(beyond.iter().map(|id| {
                         let mut ended = limit.ended.clone();
                         ended.session_id = Uuid::parse_str(id).ok();
@@ -276,6 +294,7 @@ impl Database {
         live: Liveness,
         reuse: AuditEvent,
     ) -> Result<Rotation, Error> {
+        let ending = self.ending_now();
         let now = Utc::now().naive_utc();
         let grace_start = now - chrono::Duration::from_std(grace).map_err(Error::internal)?;
         let outcome = with_conn!(self, |conn| conn
@@ -343,15 +362,13 @@ impl Database {
                         ))
                         .execute(conn)
                         .await?;
-                    return Ok(Outcome::Rotated(session_id, user_id, roles));
+                    return Ok(Outcome::Rotated(session_id, user_id, roles, created_at));
                 }
                 let Some(rotated_at) = rotated_at else {
                     return Ok(Outcome::Rejected);
                 };
                 if rotated_at < grace_start {
-                    diesel::update(sessions::table.find(&session_id))
-                        .set(sessions::revoked_at.eq(now))
-                        .execute(conn)
+                    conn.end_sessions(std::slice::from_ref(&session_id), ending)
                         .await?;
                     let mut reuse = reuse.clone();
                     reuse.user_id = Uuid::parse_str(&user_id).ok();
@@ -382,7 +399,9 @@ impl Database {
                     .set(sessions::last_used_at.eq(now))
                     .execute(conn)
                     .await?;
-                Ok(Outcome::Replayed(session_id, user_id, roles, sealed))
+                Ok(Outcome::Replayed(
+                    session_id, user_id, roles, created_at, sealed,
+                ))
             })
             .await
             .map_err(query_error))?;
@@ -463,36 +482,27 @@ impl Database {
     }
 
     async fn end_sessions(&self, scope: Revoke, event: &AuditEvent) -> Result<usize, Error> {
-        let now = Utc::now().naive_utc();
+        let ending = self.ending_now();
         with_conn!(self, |conn| conn
             .transaction::<_, QueryError, _>(async |conn| {
-                let live = sessions::table.filter(sessions::revoked_at.is_null());
-                let revoked = match scope {
-                    Revoke::Session(id) => {
-                        diesel::update(live.filter(sessions::id.eq(id.to_string())))
-                            .set(sessions::revoked_at.eq(now))
-                            .execute(conn)
-                            .await?
-                    }
+                let chosen: Vec<String> = match scope {
+                    Revoke::Session(id) => vec![id.to_string()],
                     Revoke::User(user_id) => {
-                        diesel::update(live.filter(sessions::user_id.eq(user_id.to_string())))
-                            .set(sessions::revoked_at.eq(now))
-                            .execute(conn)
-                            .await?
+                        live_sessions!(conn, user_id.to_string())
                     }
                     Revoke::Owned {
                         user_id,
                         session_id,
                     } => {
-                        diesel::update(
-                            live.filter(sessions::id.eq(session_id.to_string()))
-                                .filter(sessions::user_id.eq(user_id.to_string())),
-                        )
-                        .set(sessions::revoked_at.eq(now))
-                        .execute(conn)
-                        .await?
+                        sessions::table
+                            .filter(sessions::id.eq(session_id.to_string()))
+                            .filter(sessions::user_id.eq(user_id.to_string()))
+                            .select(sessions::id)
+                            .load(conn)
+                            .await?
                     }
                 };
+                let revoked = conn.end_sessions(&chosen, ending).await?.len();
                 if revoked > 0 {
                     conn.append_audit(std::slice::from_ref(event)).await?;
                 }
@@ -534,6 +544,7 @@ impl Database {
         hash: &PasswordHash,
         event: &AuditEvent,
     ) -> Result<bool, Error> {
+        let ending = self.ending_now();
         let now = Utc::now().naive_utc();
         let (user_id, keep) = (user_id.to_string(), keep_session.to_string());
         let (user_id, keep) = (&user_id, &keep);
@@ -555,15 +566,9 @@ impl Database {
                 if !changed {
                     return Ok(false);
                 }
-                diesel::update(
-                    sessions::table
-                        .filter(sessions::user_id.eq(user_id))
-                        .filter(sessions::id.ne(keep))
-                        .filter(sessions::revoked_at.is_null()),
-                )
-                .set(sessions::revoked_at.eq(now))
-                .execute(conn)
-                .await?;
+                let mut others = live_sessions!(conn, user_id);
+                others.retain(|id| id != keep);
+                conn.end_sessions(&others, ending).await?;
                 conn.append_audit(std::slice::from_ref(event))
                     .await
                     .map(|()| true)

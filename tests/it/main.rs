@@ -27,6 +27,7 @@ mod login;
 mod observability;
 mod overload;
 mod processes;
+mod revocations;
 mod server;
 mod service_accounts;
 mod sessions;

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{AdminApi, paging, pb};
 use crate::{
-    api::convert::{Violations, time, timestamp},
+    api::convert::{self, Violations, time, timestamp},
     domain::{
         Error,
         audit::{AuditFilter, EventType, RecordedEvent},
@@ -114,19 +114,7 @@ fn event_type(raw: &str) -> Result<Option<EventType>, &'static str> {
 
 /// A WatchAuditEvents cursor: empty for the start of the trail.
 fn parse_cursor(raw: &str) -> Result<i64, Error> {
-    if raw.is_empty() {
-        return Ok(0);
-    }
-    let mut violations = Violations::default();
-    let cursor = violations.check(
-        "cursor",
-        raw.parse::<i64>()
-            .ok()
-            .filter(|cursor| *cursor >= 0)
-            .ok_or("is not a cursor of an audit event"),
-    );
-    violations.finish()?;
-    Ok(cursor.unwrap_or_default())
+    Ok(convert::cursor(raw, "is not a cursor of an audit event")?.unwrap_or_default())
 }
 
 fn audit_event(event: RecordedEvent) -> pb::AuditEvent {

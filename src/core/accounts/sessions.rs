@@ -30,6 +30,21 @@ fn cutoff(at: DateTime<Utc>, limit: Option<Duration>) -> DateTime<Utc> {
 }
 
 impl SessionSettings {
+    /// The latest a session started at `created_at` and used now can live:
+    /// its idle deadline or its maximum age, whichever comes first.
+    pub(crate) fn ends(&self, created_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = |from: DateTime<Utc>, limit: Option<Duration>| {
+            let limit = chrono::Duration::from_std(limit?).ok()?;
+            Some(
+                from.checked_add_signed(limit)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            )
+        };
+        let idle = after(Utc::now(), self.idle_timeout);
+        let aged = after(created_at, self.max_age);
+        idle.into_iter().chain(aged).min()
+    }
+
     /// What a session must satisfy to be live right now.
     pub(crate) fn liveness(&self) -> Liveness {
         let now = Utc::now();
@@ -46,10 +61,10 @@ impl Accounts {
         &self,
         claims: &Claims,
     ) -> Result<(Vec<SessionInfo>, Uuid), Error> {
-        let (user, _) = self.live_session_user(claims).await?;
+        let user_id = self.live_session(claims).await?;
         let sessions = self
             .db
-            .user_sessions(user.id, self.sessions.liveness())
+            .user_sessions(user_id, self.sessions.liveness())
             .await?;
         Ok((sessions, claims.session_id()?))
     }
@@ -62,18 +77,21 @@ impl Accounts {
         session_id: Uuid,
         origin: &Origin,
     ) -> Result<(), Error> {
-        let (user, _) = self.live_session_user(claims).await?;
-        let event = AuditEvent::new(EventType::SessionRevoked, Actor::User(user.id), origin)
-            .user(user.id)
+        let user_id = self.live_session(claims).await?;
+        let event = AuditEvent::new(EventType::SessionRevoked, Actor::User(user_id), origin)
+            .user(user_id)
             .session(session_id)
             .detail("reason", "revoked");
         let scope = Revoke::Owned {
-            user_id: user.id,
+            user_id,
             session_id,
         };
         match self.db.revoke_sessions(scope, event).await? {
             0 => Err(Error::NotFound("session")),
-            _ => Ok(()),
+            _ => {
+                self.revocations.settle().await;
+                Ok(())
+            }
         }
     }
 
@@ -88,7 +106,8 @@ impl Accounts {
     }
 
     /// Deletes, now and every few minutes, forever, refresh tokens expired
-    /// and sessions ended longer than the retention ago. A session has ended
+    /// and sessions ended longer than the retention ago, and revocations
+    /// whose sessions' tokens have all expired. A session has ended
     /// when it was revoked, went idle, reached its maximum age or its last
     /// refresh token expired (a refresh token lives `refresh_ttl` from the
     /// session's last use). Every replica may run it at once: each deletes
@@ -110,32 +129,42 @@ impl Accounts {
             used_after: cutoff(ended_before, Some(unusable_after)),
             created_after: cutoff(ended_before, self.sessions.max_age),
         };
-        loop {
-            match self
-                .db
-                .delete_dead_sessions(ended_before, dead, TIDY_BATCH)
-                .await
-            {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "session housekeeping: deleting ended sessions failed");
-                    return;
-                }
-            }
+        if !drain("ended sessions", || {
+            self.db.delete_dead_sessions(ended_before, dead, TIDY_BATCH)
+        })
+        .await
+        {
+            return;
         }
-        loop {
-            match self
-                .db
+        if !drain("expired refresh tokens", || {
+            self.db
                 .delete_expired_refresh_tokens(ended_before, TIDY_BATCH)
-                .await
-            {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "session housekeeping: deleting expired tokens failed");
-                    return;
-                }
+        })
+        .await
+        {
+            return;
+        }
+        drain("expired revocations", || {
+            self.db.delete_expired_revocations(Utc::now(), TIDY_BATCH)
+        })
+        .await;
+    }
+}
+
+/// Deletes batch after batch until none is left; false after a failure,
+/// which it logs, so housekeeping stops until its next round.
+async fn drain<F, Fut>(what: &str, mut delete: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, Error>>,
+{
+    loop {
+        match delete().await {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "session housekeeping: deleting {what} failed");
+                return false;
             }
         }
     }

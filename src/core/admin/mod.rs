@@ -12,6 +12,7 @@ use authd_verify::Claims;
 use crate::{
     core::accounts::SessionSettings,
     core::hasher::Hasher,
+    core::revocations::Revocations,
     domain::{
         Error,
         audit::{Actor, Origin},
@@ -31,14 +32,21 @@ pub(crate) struct Admin {
     db: Database,
     hasher: Hasher,
     sessions: SessionSettings,
+    revocations: Revocations,
 }
 
 impl Admin {
-    pub(crate) fn new(db: Database, hasher: Hasher, sessions: SessionSettings) -> Self {
+    pub(crate) fn new(
+        db: Database,
+        hasher: Hasher,
+        sessions: SessionSettings,
+        revocations: Revocations,
+    ) -> Self {
         Self {
             db,
             hasher,
             sessions,
+            revocations,
         }
     }
 

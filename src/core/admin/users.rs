@@ -199,6 +199,8 @@ impl Admin {
         let By { actor, origin } = by;
         let event = AuditEvent::new(EventType::UserDeleted, actor, origin).user(id);
         if self.db.delete_user(id, vec![event]).await? {
+            self.revocations.user_changed(id);
+            self.revocations.settle().await;
             Ok(())
         } else {
             Err(not_found())
@@ -276,11 +278,17 @@ impl Admin {
         .map(drop)
     }
 
+    /// Any change may have ended sessions (disable, SetPassword, revoke),
+    /// which this replica refuses from the next call on, and its cached
+    /// profile is outdated.
     async fn change<F>(&self, id: Uuid, decide: F) -> Result<User, Error>
     where
         F: FnOnce(&User) -> UserChange + Send + 'static,
     {
-        change(&self.db, id, decide).await
+        let user = change(&self.db, id, decide).await?;
+        self.revocations.user_changed(id);
+        self.revocations.settle().await;
+        Ok(user)
     }
 
     async fn hash(&self, password: &Password) -> Result<PasswordHash, Error> {
