@@ -223,7 +223,8 @@ impl RevocationsBuilder {
     /// How long the view may go without being current before the
     /// [`Fallback`] applies (and after which a silent stream is replaced);
     /// [`DEFAULT_STALE_AFTER`] by default. It bounds how long a revoked
-    /// session's token can still be accepted when the stream breaks.
+    /// session's token can still be accepted when the stream breaks; keep it
+    /// well above authd's heartbeat interval of one second.
     pub fn stale_after(self, stale_after: Duration) -> Self {
         Self {
             stale_after,
