@@ -548,6 +548,14 @@ mod tests {
                 .await
                 .expect("the watcher listens");
         }
+
+        /// Ends the stream with `status`.
+        async fn fail(&self, status: Status) {
+            self.entries
+                .send(Err(status))
+                .await
+                .expect("the watcher listens");
+        }
     }
 
     /// An authd that issues tokens for [`API_KEY`], hands each watch to the
@@ -790,29 +798,17 @@ mod tests {
         assert!(revocations.is_revoked("a"), "kept across the reconnect");
 
         watch.send(revoked("3", "b", unix_now() + 600)).await;
-        watch
-            .entries
-            .send(Err(Status::unavailable("shutting down")))
-            .await
-            .expect("sent");
+        watch.fail(Status::unavailable("shutting down")).await;
         let watch = authd.next_watch().await;
         assert_eq!(watch.cursor, "3", "the stream failed: resume after it");
         assert_eq!(authd.fake.issued.load(Ordering::SeqCst), 1, "token reused");
 
-        watch
-            .entries
-            .send(Err(Status::unauthenticated("expired")))
-            .await
-            .expect("sent");
+        watch.fail(Status::unauthenticated("expired")).await;
         let watch = authd.next_watch().await;
         assert_eq!(watch.cursor, "3");
         assert_eq!(authd.fake.issued.load(Ordering::SeqCst), 2, "a new token");
 
-        watch
-            .entries
-            .send(Err(Status::invalid_argument("unknown cursor")))
-            .await
-            .expect("sent");
+        watch.fail(Status::invalid_argument("unknown cursor")).await;
         let watch = authd.next_watch().await;
         assert_eq!(watch.cursor, "", "an unknown cursor: start over");
         assert!(revocations.is_revoked("a") && revocations.is_revoked("b"));

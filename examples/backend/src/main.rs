@@ -357,6 +357,28 @@ mod tests {
         (user.id, token)
     }
 
+    /// A service account with `role`, made as `authd service-accounts
+    /// create` does, and a token of it: its id and the token.
+    async fn service_account(
+        authd: &Authd,
+        auth: &mut AuthServiceClient<Channel>,
+        name: &str,
+        role: &str,
+    ) -> (String, String) {
+        let account = authd::create_service_account(&authd.config, name, &[role.to_owned()])
+            .await
+            .expect("service account");
+        let token = auth
+            .issue_service_token(IssueServiceTokenRequest {
+                api_key: account.api_key.expose_secret().to_owned(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token;
+        (account.id.to_string(), token)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_greeter_accepts_only_valid_authd_tokens() {
         let Authd {
@@ -400,18 +422,8 @@ mod tests {
             .await
             .expect("connect");
         let (_, user_token) = user_token(&mut auth).await;
-        let account =
-            authd::create_service_account(&authd.config, "announcer", &[BROADCAST_ROLE.to_owned()])
-                .await
-                .expect("service account");
-        let service_token = auth
-            .issue_service_token(IssueServiceTokenRequest {
-                api_key: account.api_key.expose_secret().to_owned(),
-            })
-            .await
-            .expect("service token")
-            .into_inner()
-            .access_token;
+        let (account, service_token) =
+            service_account(&authd, &mut auth, "announcer", BROADCAST_ROLE).await;
 
         let mut client = greeter(authd.addr, "authd").await;
         let broadcast = |token: String| {
@@ -431,7 +443,7 @@ mod tests {
         assert!(denied.message().contains(BROADCAST_ROLE), "{denied:?}");
         assert_eq!(
             broadcast(service_token).await.expect("broadcast"),
-            format!("Hello, everyone, from {}!", account.id)
+            format!("Hello, everyone, from {account}!")
         );
         // Greet still needs no role.
         greet(&mut client, Some(&user_token))
@@ -451,17 +463,7 @@ mod tests {
 
         // An operator creates the greeter's own service account through
         // the admin API.
-        let operator = authd::create_service_account(&authd.config, "ops", &["admin".to_owned()])
-            .await
-            .expect("operator");
-        let operator_token = auth
-            .issue_service_token(IssueServiceTokenRequest {
-                api_key: operator.api_key.expose_secret().to_owned(),
-            })
-            .await
-            .expect("operator token")
-            .into_inner()
-            .access_token;
+        let (_, operator_token) = service_account(&authd, &mut auth, "ops", "admin").await;
         let mut admin = AdminServiceClient::connect(grpc.clone())
             .await
             .expect("connect");
