@@ -17,7 +17,11 @@ use authd_client::v1::{
 };
 use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
-use tonic::{Code, Request, Status, metadata::MetadataValue, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, MetadataValue},
+    transport::Channel,
+};
 
 use crate::{Claims, LEEWAY, TokenVerifier, cache::unix_now};
 
@@ -87,9 +91,10 @@ pub enum Fallback {
 /// by then: memory follows the revocations that still matter.
 ///
 /// The view is *current* once the backlog has arrived (authd's first
-/// heartbeat) and as long as authd is heard from (heartbeats come every
-/// second). When it has not been current for longer than `stale_after` (and
-/// from the start, until the backlog is in) the [`Fallback`] decides.
+/// heartbeat), and stays so for `stale_after` after each message from authd
+/// (heartbeats come every second). While it is not (from the start until the
+/// backlog is in, and whenever authd was silent for longer than
+/// `stale_after`), the [`Fallback`] decides about every session's token.
 /// The task ends when the last clone of the `Revocations` is dropped.
 #[derive(Clone)]
 pub struct Revocations {
@@ -220,8 +225,8 @@ impl fmt::Debug for Revocations {
 }
 
 impl RevocationsBuilder {
-    /// How long the view may go without being current before the
-    /// [`Fallback`] applies (and after which a silent stream is replaced);
+    /// How long the view stays current after authd was last heard from,
+    /// before the [`Fallback`] applies and the silent stream is replaced;
     /// [`DEFAULT_STALE_AFTER`] by default. It bounds how long a revoked
     /// session's token can still be accepted when the stream breaks; keep it
     /// well above authd's heartbeat interval of one second.
@@ -257,6 +262,7 @@ impl RevocationsBuilder {
             api_key: self.api_key,
             token: None,
             cursor: String::new(),
+            last_prune: Instant::now(),
         };
         tokio::spawn(watcher.run());
         Revocations {
@@ -317,10 +323,11 @@ struct Watcher {
     token: Option<ServiceToken>,
     /// The last cursor received: a reconnect resumes after it.
     cursor: String,
+    last_prune: Instant,
 }
 
 struct ServiceToken {
-    bearer: MetadataValue<tonic::metadata::Ascii>,
+    bearer: AsciiMetadataValue,
     renew_at: Instant,
 }
 
@@ -336,9 +343,8 @@ enum Ended {
 impl Watcher {
     async fn run(mut self) {
         let mut backoff = BACKOFF.0;
-        let mut last_prune = Instant::now();
         loop {
-            match self.watch(&mut last_prune).await {
+            match self.watch().await {
                 Ended::Dropped => return,
                 Ended::Retry { heard: true } => backoff = BACKOFF.0,
                 Ended::Retry { heard: false } => {}
@@ -349,7 +355,7 @@ impl Watcher {
     }
 
     /// One stream, from connecting until it ends.
-    async fn watch(&mut self, last_prune: &mut Instant) -> Ended {
+    async fn watch(&mut self) -> Ended {
         let Some(stale_after) = self.shared.upgrade().map(|shared| shared.stale_after) else {
             return Ended::Dropped;
         };
@@ -406,9 +412,9 @@ impl Watcher {
             };
             heard = true;
             self.receive(&shared, entry, &mut backlog_done);
-            if last_prune.elapsed() >= PRUNE_INTERVAL {
+            if self.last_prune.elapsed() >= PRUNE_INTERVAL {
                 shared.prune();
-                *last_prune = Instant::now();
+                self.last_prune = Instant::now();
             }
         }
     }
@@ -460,7 +466,7 @@ impl Watcher {
 
     /// The `authorization` value for the stream, from a service token
     /// issued anew once half its lifetime has passed.
-    async fn bearer(&mut self) -> Result<MetadataValue<tonic::metadata::Ascii>, Status> {
+    async fn bearer(&mut self) -> Result<AsciiMetadataValue, Status> {
         if let Some(token) = &self.token
             && Instant::now() < token.renew_at
         {
