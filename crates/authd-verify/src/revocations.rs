@@ -894,6 +894,16 @@ mod tests {
         assert!(accepts(&verifier, "service:x").await);
     }
 
+    #[tokio::test]
+    async fn debug_shows_no_api_key() {
+        let authd = Harness::start().await;
+        let builder = Revocations::builder(authd.channel.clone(), API_KEY);
+        let mut printed = format!("{builder:?}");
+        printed.push_str(&format!("{:?}", builder.start()));
+        assert!(!printed.contains(API_KEY), "{printed}");
+        assert!(printed.contains("Introspect"), "{printed}");
+    }
+
     #[test]
     fn sessions_are_forgotten_after_not_after() {
         let shared = Shared {
