@@ -17,7 +17,10 @@ use rustls::{
 };
 use tokio::sync::Mutex;
 
-use crate::{Claims, Keys, TokenVerifier, decoding_keys, parse_header, validation, verify_with};
+use crate::{
+    Claims, Keys, TOKEN_CACHE_CAPACITY, TokenCache, TokenVerifier, decoding_keys, parse_header,
+    validation, verify_with,
+};
 
 /// The shortest time between two fetches caused by tokens whose `kid` is
 /// unknown, so that made-up key ids cannot make a service hammer authd.
@@ -79,6 +82,11 @@ impl From<reqwest::Error> for VerifyError {
 /// [`MIN_REFETCH_INTERVAL`]. A failed fetch is logged and the keys already
 /// known stay in use.
 ///
+/// A token that passed is remembered (by digest, in a [`TokenCache`] of
+/// [`TOKEN_CACHE_CAPACITY`] tokens) until it expires, so its signature is
+/// checked once rather than on every request. The cache is emptied when a
+/// fetched key set drops a key, so a key authd withdrew vouches for nothing.
+///
 /// ```no_run
 /// use authd_verify::JwksVerifier;
 ///
@@ -99,6 +107,7 @@ pub struct JwksVerifier {
     /// When the last fetch began. It is held for the whole fetch, so
     /// concurrent callers wait for that one instead of starting their own.
     last_fetch: Mutex<Instant>,
+    verified: TokenCache,
 }
 
 struct KeySet {
@@ -179,14 +188,23 @@ impl JwksVerifier {
                 fresh_until: started + max_age,
             })),
             last_fetch: Mutex::new(started),
+            verified: TokenCache::new(TOKEN_CACHE_CAPACITY),
         }))
     }
 
     /// The claims of `token` if it is valid; see [`verify_with`].
     pub async fn claims(&self, token: &str) -> Option<Claims> {
+        if let Some(claims) = self.verified.get(token) {
+            return Some(claims);
+        }
         let kid = parse_header(token).ok()?.kid?;
         let keys = self.keys_for(&kid).await;
-        verify_with(token, &keys.keys, &self.validation).ok()
+        let claims = verify_with(token, &keys.keys, &self.validation).ok()?;
+        // Keys replaced meanwhile may have dropped the one that signed it.
+        if Arc::ptr_eq(&keys, &self.current()) {
+            self.verified.insert(token, claims.clone());
+        }
+        Some(claims)
     }
 
     fn current(&self) -> Arc<KeySet> {
@@ -236,7 +254,16 @@ impl JwksVerifier {
                     }
                 }
             };
+            let dropped = current
+                .keys
+                .keys()
+                .any(|kid| !fetched.keys.contains_key(kid));
             *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fetched);
+            // After the swap, so that no verification against the old keys
+            // can still enter the cache.
+            if dropped {
+                self.verified.clear();
+            }
         }
         self.current()
     }
@@ -421,6 +448,38 @@ mod tests {
         assert!(verifier.claims(&key.sign()).await.is_some());
         assert_eq!(fake.fetches(), 2);
         assert!(verifier.current().fresh_until > Instant::now());
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_cached_until_its_key_is_withdrawn() {
+        let (old, new) = (TestKey::new(1), TestKey::new(2));
+        let fake = FakeAuthd::start(&set(&[&old])).await;
+        let verifier = JwksVerifier::new(fake.url.clone(), "iss", "aud")
+            .await
+            .expect("verifier");
+        let token = old.sign();
+        assert!(verifier.claims(&token).await.is_some());
+        assert!(verifier.claims("garbage").await.is_none());
+        assert!(verifier.claims(&TestKey::new(3).sign()).await.is_none());
+        assert_eq!(verifier.verified.len(), 1, "only verified tokens enter");
+
+        // With no keys at all, only the cache can vouch for the token.
+        let keyless = Arc::new(KeySet {
+            keys: Keys::new(),
+            fresh_until: Instant::now() + Duration::from_secs(600),
+        });
+        let known = std::mem::replace(&mut *verifier.keys.write().expect("lock"), keyless);
+        assert!(verifier.claims(&token).await.is_some(), "a cache hit");
+
+        // authd rotates the old key out; the next fetch notices.
+        *verifier.keys.write().expect("lock") = Arc::new(KeySet {
+            keys: known.keys.clone(),
+            fresh_until: Instant::now(),
+        });
+        fake.publish(&set(&[&new]));
+        assert!(verifier.claims(&new.sign()).await.is_some());
+        assert_eq!(fake.fetches(), 2);
+        assert!(verifier.claims(&token).await.is_none(), "its key is gone");
     }
 
     #[tokio::test]

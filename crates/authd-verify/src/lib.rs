@@ -32,19 +32,36 @@
 //! issued ([`Claims::roles`], [`Claims::has_role`]). A service account's
 //! token has a `client_id` and no session ([`Claims::is_service`]).
 //!
-//! Verification needs no call to authd per request, so it cannot see a
-//! session that was revoked there: a token stays acceptable until it expires.
-//! A service that must honour logout at once calls authd's `IntrospectToken`.
+//! Verification needs no call to authd per request, so on its own it cannot
+//! see a session that was revoked there: a token stays acceptable until it
+//! expires. [`Revocations`] closes that gap: it watches authd's stream of
+//! ended sessions with a service account's API key, and the verifier it
+//! wraps refuses their tokens within about a second, still offline:
+//!
+//! ```no_run
+//! # use authd_verify::{JwksVerifier, RequireBearerLayer, Revocations};
+//! # async fn run(verifier: std::sync::Arc<JwksVerifier>) {
+//! let authd = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect_lazy();
+//! let revocations = Revocations::builder(authd, "authd_sk_...").start();
+//! let layer = RequireBearerLayer::new(revocations.wrap(verifier));
+//! # }
+//! ```
 #![deny(missing_docs)]
 
+mod cache;
 mod jwks;
 mod layer;
+mod revocations;
 mod token;
 
+pub use cache::{TOKEN_CACHE_CAPACITY, TokenCache};
 pub use jsonwebtoken::jwk::JwkSet;
 pub use jwks::{JwksVerifier, MIN_REFETCH_INTERVAL, VerifyError};
 pub use layer::{INVALID_TOKEN, RequireBearer, RequireBearerLayer, TokenVerifier, bearer_token};
 pub use reqwest::Url;
+pub use revocations::{
+    DEFAULT_STALE_AFTER, Fallback, Revocations, RevocationsBuilder, WithRevocations,
+};
 pub use token::{
     Claims, InvalidToken, Keys, LEEWAY, TOKEN_TYPE, decoding_keys, ed25519_jwk, parse_header,
     validation, verify_with,

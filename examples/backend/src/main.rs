@@ -1,5 +1,6 @@
 //! A backend service that accepts authd access tokens, verified offline
-//! against authd's JWKS.
+//! against authd's JWKS, and with revocations on refuses the tokens of
+//! sessions authd ended, still without a call per request.
 //!
 //! With authd running on its defaults:
 //!
@@ -15,17 +16,26 @@
 //! `require_role` on the layer.
 //!
 //! Settings: `AUTHD_JWKS_URL` (http:// or https://), `AUTHD_JWKS_CA_FILE`
-//! (the PEM CA to trust for an https:// JWKS instead of the system's roots),
-//! `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must
-//! match authd's) and `GREETER_LISTEN`.
+//! (the PEM CA to trust for an https:// JWKS and gRPC URL instead of the
+//! system's roots), `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must match
+//! authd's) and `GREETER_LISTEN`. Revocations are on when both
+//! `AUTHD_GRPC_URL` (authd's gRPC address) and `AUTHD_API_KEY` (a service
+//! account's key) are set; `AUTHD_REVOCATION_FALLBACK` is `introspect` (the
+//! default) or `reject`. `GREETER_NO_AUTH=1` serves every request without any
+//! token check: a baseline for benchmarks, never for production.
 
 use std::{env::VarError, future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use authd_verify::{Claims, INVALID_TOKEN, JwksVerifier, RequireBearerLayer};
+use authd_verify::{
+    Claims, Fallback, INVALID_TOKEN, JwksVerifier, RequireBearerLayer, Revocations, TokenVerifier,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status, transport::Server};
+use tonic::{
+    Request, Response, Status,
+    transport::{Certificate, ClientTlsConfig, Endpoint, Server},
+};
 use tower::ServiceBuilder;
 
 use proto::{
@@ -42,16 +52,24 @@ mod proto {
 /// The role Broadcast needs: the layer checks it, so the handler need not.
 const BROADCAST_ROLE: &str = "greeter:broadcast";
 const BROADCAST_PATH: &str = "/greeter.v1.GreeterService/Broadcast";
+/// Whom the greeter greets when no token is checked at all.
+const ANONYMOUS: &str = "anonymous";
 
-struct Greeter;
+struct Greeter {
+    /// Serving without the bearer layer (`GREETER_NO_AUTH=1`).
+    no_auth: bool,
+}
 
-/// The caller's claims. The layer refuses requests without them; this
-/// guards against serving a handler without the layer.
-fn claims<T>(request: &Request<T>) -> Result<&Claims, Status> {
-    request
-        .extensions()
-        .get::<Claims>()
-        .ok_or_else(|| Status::unauthenticated(INVALID_TOKEN))
+impl Greeter {
+    /// The caller's subject. The layer refuses requests without claims;
+    /// this guards against serving a handler without the layer by mistake.
+    fn caller<'a, T>(&self, request: &'a Request<T>) -> Result<&'a str, Status> {
+        match request.extensions().get::<Claims>() {
+            Some(claims) => Ok(&claims.sub),
+            None if self.no_auth => Ok(ANONYMOUS),
+            None => Err(Status::unauthenticated(INVALID_TOKEN)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -61,7 +79,7 @@ impl GreeterService for Greeter {
         request: Request<GreetRequest>,
     ) -> Result<Response<GreetResponse>, Status> {
         Ok(Response::new(GreetResponse {
-            message: format!("Hello, {}!", claims(&request)?.sub),
+            message: format!("Hello, {}!", self.caller(&request)?),
         }))
     }
 
@@ -70,23 +88,30 @@ impl GreeterService for Greeter {
         request: Request<BroadcastRequest>,
     ) -> Result<Response<BroadcastResponse>, Status> {
         Ok(Response::new(BroadcastResponse {
-            message: format!("Hello, everyone, from {}!", claims(&request)?.sub),
+            message: format!("Hello, everyone, from {}!", self.caller(&request)?),
         }))
     }
 }
 
 /// Serves the greeter on `listener` until `shutdown` completes. Every method
-/// needs a token that `verifier` accepts; Broadcast also needs its role.
+/// needs a token that `verifier` accepts, and Broadcast also its role;
+/// without a verifier, nothing is checked.
 async fn serve(
     listener: TcpListener,
-    verifier: Arc<JwksVerifier>,
+    verifier: Option<Arc<dyn TokenVerifier>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let greeter = ServiceBuilder::new()
-        .layer(RequireBearerLayer::new(verifier).require_role(BROADCAST_PATH, BROADCAST_ROLE))
-        .service(GreeterServiceServer::new(Greeter));
-    Server::builder()
-        .add_service(greeter)
+    let router = match verifier {
+        Some(verifier) => Server::builder().add_service(
+            ServiceBuilder::new()
+                .layer(
+                    RequireBearerLayer::new(verifier).require_role(BROADCAST_PATH, BROADCAST_ROLE),
+                )
+                .service(GreeterServiceServer::new(Greeter { no_auth: false })),
+        ),
+        None => Server::builder().add_service(GreeterServiceServer::new(Greeter { no_auth: true })),
+    };
+    router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
@@ -100,9 +125,9 @@ fn setting(name: &str, default: &str) -> anyhow::Result<String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt::init();
+/// The verifier the settings ask for: the JWKS, and the revocation feed
+/// when `AUTHD_GRPC_URL` and `AUTHD_API_KEY` are set.
+async fn verifier() -> anyhow::Result<Arc<dyn TokenVerifier>> {
     let jwks_url = setting(
         "AUTHD_JWKS_URL",
         "http://127.0.0.1:50051/.well-known/jwks.json",
@@ -112,20 +137,82 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("AUTHD_JWKS_URL={jwks_url} is not a URL"))?;
     let issuer = setting("AUTHD_ISSUER", "authd")?;
     let audience = setting("AUTHD_AUDIENCE", "authd")?;
+    let ca_file = setting("AUTHD_JWKS_CA_FILE", "")?;
+    let ca = if ca_file.is_empty() {
+        None
+    } else {
+        Some(
+            std::fs::read(&ca_file)
+                .with_context(|| format!("cannot read AUTHD_JWKS_CA_FILE={ca_file}"))?,
+        )
+    };
+    let jwks = match &ca {
+        None => JwksVerifier::new(jwks_url, &issuer, &audience).await,
+        Some(ca) => JwksVerifier::with_ca(jwks_url, ca, &issuer, &audience).await,
+    }
+    .context("cannot get authd's keys from AUTHD_JWKS_URL")?;
+
+    let grpc_url = setting("AUTHD_GRPC_URL", "")?;
+    let api_key = setting("AUTHD_API_KEY", "")?;
+    match (grpc_url.is_empty(), api_key.is_empty()) {
+        (true, true) => {
+            tracing::info!("revocations off: a token is accepted until it expires");
+            Ok(jwks)
+        }
+        (false, false) => {
+            let fallback = match setting("AUTHD_REVOCATION_FALLBACK", "introspect")?.as_str() {
+                "introspect" => Fallback::Introspect,
+                "reject" => Fallback::Reject,
+                other => anyhow::bail!(
+                    "AUTHD_REVOCATION_FALLBACK={other}: expected introspect or reject"
+                ),
+            };
+            let channel = authd_channel(&grpc_url, ca.as_deref())?;
+            let revocations = Revocations::builder(channel, api_key)
+                .fallback(fallback)
+                .start();
+            tracing::info!(%grpc_url, ?fallback, "revocations on");
+            Ok(revocations.wrap(jwks))
+        }
+        _ => anyhow::bail!("set both AUTHD_GRPC_URL and AUTHD_API_KEY for revocations, or neither"),
+    }
+}
+
+/// A channel to authd's gRPC address that connects when first used, so the
+/// greeter starts while authd is down (the fallback covers the meantime).
+fn authd_channel(url: &str, ca: Option<&[u8]>) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("AUTHD_GRPC_URL={url} is not a URL"))?;
+    if url.starts_with("https://") {
+        let tls = match ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .context("cannot set up TLS for AUTHD_GRPC_URL")?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt::init();
     let listen = setting("GREETER_LISTEN", "127.0.0.1:50052")?;
     let listen: SocketAddr = listen
         .parse()
         .with_context(|| format!("GREETER_LISTEN={listen} is not an address"))?;
-
-    let ca_file = setting("AUTHD_JWKS_CA_FILE", "")?;
-    let verifier = if ca_file.is_empty() {
-        JwksVerifier::new(jwks_url, &issuer, &audience).await
-    } else {
-        let ca = std::fs::read(&ca_file)
-            .with_context(|| format!("cannot read AUTHD_JWKS_CA_FILE={ca_file}"))?;
-        JwksVerifier::with_ca(jwks_url, &ca, &issuer, &audience).await
-    }
-    .context("cannot get authd's keys from AUTHD_JWKS_URL")?;
+    let verifier = match setting("GREETER_NO_AUTH", "")?.as_str() {
+        "" | "0" => Some(verifier().await?),
+        "1" => {
+            tracing::warn!(
+                "GREETER_NO_AUTH=1: EVERY REQUEST IS SERVED WITHOUT ANY TOKEN CHECK. \
+                 This is a benchmark baseline; never run it where anyone can reach it."
+            );
+            None
+        }
+        other => anyhow::bail!("GREETER_NO_AUTH={other}: expected 1 or 0"),
+    };
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on GREETER_LISTEN={listen}"))?;
@@ -150,9 +237,14 @@ mod tests {
         api::well_known::JWKS_PATH,
         config::{Cli, Config},
     };
-    use authd_client::v1::{
-        IssueServiceTokenRequest, LoginRequest, SignupRequest,
-        auth_service_client::AuthServiceClient,
+    use std::time::{Duration, Instant};
+
+    use authd_client::{
+        admin::v1::{CreateServiceAccountRequest, admin_service_client::AdminServiceClient},
+        v1::{
+            IssueServiceTokenRequest, LoginRequest, LogoutRequest, SignupRequest,
+            auth_service_client::AuthServiceClient,
+        },
     };
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use clap::Parser;
@@ -161,19 +253,36 @@ mod tests {
 
     use super::{proto::greeter_service_client::GreeterServiceClient, *};
 
+    /// A verifier of the tokens the authd at `authd` issues for `audience`.
+    async fn jwks(authd: SocketAddr, audience: &str) -> Arc<JwksVerifier> {
+        let url = format!("http://{authd}{JWKS_PATH}").parse().expect("url");
+        JwksVerifier::new(url, "authd", audience)
+            .await
+            .expect("verifier")
+    }
+
     /// Starts a greeter on port 0 that trusts the authd at `authd` for
     /// `audience`, and returns a client to it.
     async fn greeter(authd: SocketAddr, audience: &str) -> GreeterServiceClient<Channel> {
-        let url = format!("http://{authd}{JWKS_PATH}").parse().expect("url");
-        let verifier = JwksVerifier::new(url, "authd", audience)
-            .await
-            .expect("verifier");
+        greeter_with(Some(jwks(authd, audience).await)).await
+    }
+
+    async fn greeter_with(
+        verifier: Option<Arc<dyn TokenVerifier>>,
+    ) -> GreeterServiceClient<Channel> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(serve(listener, verifier, std::future::pending()));
         GreeterServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect")
+    }
+
+    fn with_bearer<T>(message: T, token: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        let value = format!("Bearer {token}").parse().expect("metadata");
+        request.metadata_mut().insert("authorization", value);
+        request
     }
 
     async fn greet(
@@ -248,6 +357,28 @@ mod tests {
         (user.id, token)
     }
 
+    /// A service account with `role`, made as `authd service-accounts
+    /// create` does, and a token of it: its id and the token.
+    async fn service_account(
+        authd: &Authd,
+        auth: &mut AuthServiceClient<Channel>,
+        name: &str,
+        role: &str,
+    ) -> (String, String) {
+        let account = authd::create_service_account(&authd.config, name, &[role.to_owned()])
+            .await
+            .expect("service account");
+        let token = auth
+            .issue_service_token(IssueServiceTokenRequest {
+                api_key: account.api_key.expose_secret().to_owned(),
+            })
+            .await
+            .expect("service token")
+            .into_inner()
+            .access_token;
+        (account.id.to_string(), token)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_greeter_accepts_only_valid_authd_tokens() {
         let Authd {
@@ -291,18 +422,8 @@ mod tests {
             .await
             .expect("connect");
         let (_, user_token) = user_token(&mut auth).await;
-        let account =
-            authd::create_service_account(&authd.config, "announcer", &[BROADCAST_ROLE.to_owned()])
-                .await
-                .expect("service account");
-        let service_token = auth
-            .issue_service_token(IssueServiceTokenRequest {
-                api_key: account.api_key.expose_secret().to_owned(),
-            })
-            .await
-            .expect("service token")
-            .into_inner()
-            .access_token;
+        let (account, service_token) =
+            service_account(&authd, &mut auth, "announcer", BROADCAST_ROLE).await;
 
         let mut client = greeter(authd.addr, "authd").await;
         let broadcast = |token: String| {
@@ -322,7 +443,7 @@ mod tests {
         assert!(denied.message().contains(BROADCAST_ROLE), "{denied:?}");
         assert_eq!(
             broadcast(service_token).await.expect("broadcast"),
-            format!("Hello, everyone, from {}!", account.id)
+            format!("Hello, everyone, from {account}!")
         );
         // Greet still needs no role.
         greet(&mut client, Some(&user_token))
@@ -330,5 +451,92 @@ mod tests {
             .expect("greeting");
 
         authd.server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_logged_out_session_is_refused_within_seconds_without_calls() {
+        let authd = authd().await;
+        let grpc = format!("http://{}", authd.addr);
+        let mut auth = AuthServiceClient::connect(grpc.clone())
+            .await
+            .expect("connect");
+
+        // An operator creates the greeter's own service account through
+        // the admin API.
+        let (_, operator_token) = service_account(&authd, &mut auth, "ops", "admin").await;
+        let mut admin = AdminServiceClient::connect(grpc.clone())
+            .await
+            .expect("connect");
+        let request = CreateServiceAccountRequest {
+            name: "greeter".into(),
+            roles: Vec::new(),
+        };
+        let api_key = admin
+            .create_service_account(with_bearer(request, &operator_token))
+            .await
+            .expect("service account")
+            .into_inner()
+            .api_key;
+
+        // Reject: a token can only pass while the feed is current, so
+        // every acceptance below was decided offline.
+        let channel = tonic::transport::Endpoint::from_shared(grpc)
+            .expect("endpoint")
+            .connect_lazy();
+        let revocations = Revocations::builder(channel, api_key)
+            .fallback(Fallback::Reject)
+            .start();
+        let mut client =
+            greeter_with(Some(revocations.wrap(jwks(authd.addr, "authd").await))).await;
+
+        let (user_id, token) = user_token(&mut auth).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !revocations.is_current() {
+            assert!(
+                Instant::now() < deadline,
+                "the revocation feed is not current"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let greeting = greet(&mut client, Some(&token)).await.expect("greeting");
+        assert_eq!(greeting, format!("Hello, {user_id}!"));
+
+        auth.logout(with_bearer(
+            LogoutRequest {
+                all_sessions: false,
+            },
+            &token,
+        ))
+        .await
+        .expect("logout");
+        let logged_out = Instant::now();
+        let refused = loop {
+            match greet(&mut client, Some(&token)).await {
+                Ok(_) => {
+                    assert!(
+                        logged_out.elapsed() < Duration::from_secs(2),
+                        "the greeter still accepts a logged-out session's token"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(refused.code(), Code::Unauthenticated);
+        assert!(
+            revocations.is_current(),
+            "refused by the feed, not the fallback"
+        );
+
+        authd.server.abort();
+    }
+
+    #[tokio::test]
+    async fn without_auth_every_request_is_served() {
+        let mut client = greeter_with(None).await;
+        for token in [None, Some("garbage")] {
+            let greeting = greet(&mut client, token).await.expect("greeting");
+            assert_eq!(greeting, format!("Hello, {ANONYMOUS}!"));
+        }
     }
 }
