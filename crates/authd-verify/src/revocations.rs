@@ -92,9 +92,11 @@ pub enum Fallback {
 ///
 /// The view is *current* once the backlog has arrived (authd's first
 /// heartbeat), and stays so for `stale_after` after each message from authd
-/// (heartbeats come every second). While it is not (from the start until the
-/// backlog is in, and whenever authd was silent for longer than
-/// `stale_after`), the [`Fallback`] decides about every session's token.
+/// (heartbeats come every second) until the stream ends. While it is not
+/// (from the start until the backlog is in, from the moment a stream ends
+/// until its successor's backlog is in, and whenever authd was silent for
+/// longer than `stale_after`), the [`Fallback`] decides about every
+/// session's token.
 /// The task ends when the last clone of the `Revocations` is dropped.
 #[derive(Clone)]
 pub struct Revocations {
@@ -143,8 +145,9 @@ impl Revocations {
         })
     }
 
-    /// Whether the view is current: the backlog is in and authd was heard
-    /// from within `stale_after`.
+    /// Whether the view is current: the backlog is in, the stream that
+    /// delivered it is still open and authd was heard from within
+    /// `stale_after`.
     pub fn is_current(&self) -> bool {
         self.shared.is_current()
     }
@@ -228,8 +231,9 @@ impl RevocationsBuilder {
     /// How long the view stays current after authd was last heard from,
     /// before the [`Fallback`] applies and the silent stream is replaced;
     /// [`DEFAULT_STALE_AFTER`] by default. It bounds how long a revoked
-    /// session's token can still be accepted when the stream breaks; keep it
-    /// well above authd's heartbeat interval of one second.
+    /// session's token can still be accepted when the stream goes silent
+    /// without ending; keep it well above authd's heartbeat interval of one
+    /// second.
     pub fn stale_after(self, stale_after: Duration) -> Self {
         Self {
             stale_after,
@@ -293,6 +297,10 @@ impl Shared {
         }
     }
 
+    fn mark_stale(&self) {
+        self.current_at.store(0, Ordering::Release);
+    }
+
     fn mark_current(&self) {
         let at = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.current_at.store(at + 1, Ordering::Release);
@@ -344,10 +352,17 @@ impl Watcher {
     async fn run(mut self) {
         let mut backoff = BACKOFF.0;
         loop {
-            match self.watch().await {
+            let heard = match self.watch().await {
                 Ended::Dropped => return,
-                Ended::Retry { heard: true } => backoff = BACKOFF.0,
-                Ended::Retry { heard: false } => {}
+                Ended::Retry { heard } => heard,
+            };
+            // Revocations may happen before the next stream's backlog
+            // arrives: until then the view cannot vouch for a session.
+            if let Some(shared) = self.shared.upgrade() {
+                shared.mark_stale();
+            }
+            if heard {
+                backoff = BACKOFF.0;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF.1);

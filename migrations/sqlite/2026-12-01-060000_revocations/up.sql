@@ -10,3 +10,14 @@ CREATE TABLE revocations (
 ) STRICT;
 
 CREATE INDEX revocations_not_after_idx ON revocations (not_after);
+
+-- Sessions ended before this table existed may still have unexpired access
+-- tokens. The token lifetime is not known here, so they are kept for its
+-- maximum (a day) plus the verifiers' leeway: longer than needed, never
+-- shorter.
+INSERT INTO revocations (session_id, user_id, revoked_at, not_after)
+SELECT id, user_id, revoked_at,
+       strftime('%Y-%m-%d %H:%M:%f', revoked_at, '+1 day', '+10 seconds')
+FROM sessions
+WHERE revoked_at > strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 day', '-10 seconds')
+ORDER BY revoked_at;

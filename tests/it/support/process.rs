@@ -26,8 +26,15 @@ impl Process {
     /// limit first), which must exec the arguments it is given.
     pub(crate) fn spawn(mut command: std::process::Command, db: &TestDb, extra: &[&str]) -> Self {
         use std::io::BufRead;
+        // Any free port, unless the test names one (to restart in place).
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--bcrypt-cost", "4"])
+            .args(["serve", "--bcrypt-cost", "4"])
+            .args(listen)
             .args(["--database-url", &db.url, "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
