@@ -439,6 +439,19 @@ async fn replicas_learn_revocations_and_profile_changes() {
     until_sent(&mut stream, &BTreeSet::from([sid(&token)])).await;
 }
 
+/// The access tokens of `n` sessions of one new user, logged in on `app`.
+async fn sessions_of_new_user(app: &TestApp, n: usize) -> Vec<String> {
+    app.signup("user@example.com", PASSWORD, "user")
+        .await
+        .expect("signup");
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        let login = app.login("user@example.com", PASSWORD).await;
+        tokens.push(login.expect("login").access_token);
+    }
+    tokens
+}
+
 /// A replica stopped while revocations happen on another misses none of
 /// them once restarted, and a watcher that resumes with its last cursor
 /// gets every one.
@@ -448,14 +461,7 @@ async fn a_restarted_replica_and_a_resumed_watcher_miss_nothing() {
     let a = TestApp::spawn_on(Arc::clone(&db), &[]).await;
     let (_, admin) = a.user_with_roles("root@example.com", &["admin"]).await;
     let service = service_token(&a, &admin).await;
-    a.signup("user@example.com", PASSWORD, "user")
-        .await
-        .expect("signup");
-    let mut tokens = Vec::new();
-    for _ in 0..5 {
-        let login = a.login("user@example.com", PASSWORD).await;
-        tokens.push(login.expect("login").access_token);
-    }
+    let tokens = sessions_of_new_user(&a, 5).await;
 
     let b = crate::support::Process::start(&db, &["--shutdown-grace", "5s"]);
     let mut stream = watch(&b.app(&db), &service, "").await.expect("watch B");
@@ -502,14 +508,7 @@ async fn a_subscribed_verifier_refuses_sessions_ended_anywhere_across_a_restart(
     let a = TestApp::spawn_on(Arc::clone(&db), &[]).await;
     let (_, admin) = a.user_with_roles("root@example.com", &["admin"]).await;
     let api_key = api_key(&a, &admin).await;
-    a.signup("user@example.com", PASSWORD, "user")
-        .await
-        .expect("signup");
-    let mut tokens = Vec::new();
-    for _ in 0..3 {
-        let login = a.login("user@example.com", PASSWORD).await;
-        tokens.push(login.expect("login").access_token);
-    }
+    let tokens = sessions_of_new_user(&a, 3).await;
 
     let b = crate::support::Process::start(&db, &[]);
     let b_addr = b.addr.to_string();
@@ -533,10 +532,17 @@ async fn a_subscribed_verifier_refuses_sessions_ended_anywhere_across_a_restart(
     let verifier = revocations.wrap(jwks);
     let accepts = |token: String| {
         let verifier = Arc::clone(&verifier);
-        async move { authd_verify::TokenVerifier::verify(&*verifier, &token).await.is_some() }
+        async move {
+            authd_verify::TokenVerifier::verify(&*verifier, &token)
+                .await
+                .is_some()
+        }
     };
     for token in &tokens {
-        eventually("the verifier accepts a live session", || accepts(token.clone())).await;
+        eventually("the verifier accepts a live session", || {
+            accepts(token.clone())
+        })
+        .await;
     }
 
     a.logout(&tokens[0], false).await.expect("logout on A");
@@ -547,7 +553,9 @@ async fn a_subscribed_verifier_refuses_sessions_ended_anywhere_across_a_restart(
     assert!(accepts(tokens[1].clone()).await);
 
     b.terminate();
-    a.logout(&tokens[1], false).await.expect("logout on A while B is down");
+    a.logout(&tokens[1], false)
+        .await
+        .expect("logout on A while B is down");
     let _b = crate::support::Process::start(&db, &["--listen", &b_addr]);
     eventually("the verifier accepts a live session again", || {
         accepts(tokens[2].clone())
