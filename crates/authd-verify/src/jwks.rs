@@ -368,6 +368,15 @@ mod tests {
             fake
         }
 
+        /// A fake serving `keys` and a verifier that fetched them from it.
+        async fn start_verified(keys: &[&TestKey]) -> (Self, Arc<JwksVerifier>) {
+            let fake = Self::start(&set(keys)).await;
+            let verifier = JwksVerifier::new(fake.url.clone(), "iss", "aud")
+                .await
+                .expect("verifier");
+            (fake, verifier)
+        }
+
         fn publish(&self, jwks: &JwkSet) {
             *self.jwks.write().expect("lock") = serde_json::to_string(jwks).expect("json");
         }
@@ -375,6 +384,13 @@ mod tests {
         fn fetches(&self) -> usize {
             self.fetches.load(Ordering::SeqCst)
         }
+    }
+
+    /// Makes `keys` the verifier's, fresh until `fresh_until`; returns the
+    /// key set they replace.
+    fn install(verifier: &JwksVerifier, keys: Keys, fresh_until: Instant) -> Arc<KeySet> {
+        let installed = Arc::new(KeySet { keys, fresh_until });
+        std::mem::replace(&mut *verifier.keys.write().expect("lock"), installed)
     }
 
     /// HTTP/1.1 with keep-alive, just enough for bodiless GETs.
@@ -402,10 +418,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_kid_refetches_at_most_once_per_interval() {
         let (old, new) = (TestKey::new(1), TestKey::new(2));
-        let fake = FakeAuthd::start(&set(&[&old])).await;
-        let verifier = JwksVerifier::new(fake.url.clone(), "iss", "aud")
-            .await
-            .expect("verifier");
+        let (fake, verifier) = FakeAuthd::start_verified(&[&old]).await;
         assert_eq!(fake.fetches(), 1);
 
         assert!(verifier.claims(&old.sign()).await.is_some());
@@ -434,17 +447,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_refetch_keeps_the_known_keys() {
         let key = TestKey::new(1);
-        let fake = FakeAuthd::start(&set(&[&key])).await;
-        let verifier = JwksVerifier::new(fake.url.clone(), "iss", "aud")
-            .await
-            .expect("verifier");
+        let (fake, verifier) = FakeAuthd::start_verified(&[&key]).await;
 
         fake.publish(&set(&[]));
-        let stale = Arc::new(KeySet {
-            keys: verifier.current().keys.clone(),
-            fresh_until: Instant::now(),
-        });
-        *verifier.keys.write().expect("lock") = stale;
+        install(&verifier, verifier.current().keys.clone(), Instant::now());
         assert!(verifier.claims(&key.sign()).await.is_some());
         assert_eq!(fake.fetches(), 2);
         assert!(verifier.current().fresh_until > Instant::now());
@@ -453,10 +459,7 @@ mod tests {
     #[tokio::test]
     async fn a_verified_token_is_cached_until_its_key_is_withdrawn() {
         let (old, new) = (TestKey::new(1), TestKey::new(2));
-        let fake = FakeAuthd::start(&set(&[&old])).await;
-        let verifier = JwksVerifier::new(fake.url.clone(), "iss", "aud")
-            .await
-            .expect("verifier");
+        let (fake, verifier) = FakeAuthd::start_verified(&[&old]).await;
         let token = old.sign();
         assert!(verifier.claims(&token).await.is_some());
         assert!(verifier.claims("garbage").await.is_none());
@@ -464,18 +467,12 @@ mod tests {
         assert_eq!(verifier.verified.len(), 1, "only verified tokens enter");
 
         // With no keys at all, only the cache can vouch for the token.
-        let keyless = Arc::new(KeySet {
-            keys: Keys::new(),
-            fresh_until: Instant::now() + Duration::from_secs(600),
-        });
-        let known = std::mem::replace(&mut *verifier.keys.write().expect("lock"), keyless);
+        let fresh = Instant::now() + Duration::from_secs(600);
+        let known = install(&verifier, Keys::new(), fresh);
         assert!(verifier.claims(&token).await.is_some(), "a cache hit");
 
         // authd rotates the old key out; the next fetch notices.
-        *verifier.keys.write().expect("lock") = Arc::new(KeySet {
-            keys: known.keys.clone(),
-            fresh_until: Instant::now(),
-        });
+        install(&verifier, known.keys.clone(), Instant::now());
         fake.publish(&set(&[&new]));
         assert!(verifier.claims(&new.sign()).await.is_some());
         assert_eq!(fake.fetches(), 2);
