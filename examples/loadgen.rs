@@ -293,11 +293,9 @@ impl Call {
                 client.login(login_request(email)).await?;
             }
             Self::GetMe { authorization } => {
-                let mut request = Request::new(GetMeRequest {});
-                request
-                    .metadata_mut()
-                    .insert("authorization", authorization.clone());
-                client.get_me(request).await?;
+                client
+                    .get_me(with_authorization(GetMeRequest {}, Some(authorization)))
+                    .await?;
             }
         }
         Ok(())
@@ -412,7 +410,7 @@ async fn call_service(
 }
 
 async fn print_token(args: &Args) -> anyhow::Result<String> {
-    let channel = connect(&args.target, 1).await?.remove(0);
+    let channel = connect_one(&args.target).await?;
     let mut client = AuthServiceClient::new(channel);
     let email = email(&Uuid::now_v7().simple().to_string(), "token");
     create_account(&mut client, &email).await?;
@@ -420,7 +418,7 @@ async fn print_token(args: &Args) -> anyhow::Result<String> {
 }
 
 async fn probe(args: &Args) -> anyhow::Result<()> {
-    let channel = connect(&args.target, 1).await?.remove(0);
+    let channel = connect_one(&args.target).await?;
     let authorization = args.token.as_deref().map(bearer).transpose()?;
     call_service(args.service, &channel, authorization.as_ref())
         .await
@@ -490,9 +488,9 @@ async fn measure_revocation(args: &Args) -> anyhow::Result<RevocationReport> {
         .api_key
         .as_deref()
         .context("--measure-revocation needs --api-key")?;
-    let mut client = AuthServiceClient::new(connect(&args.target, 1).await?.remove(0));
+    let mut client = AuthServiceClient::new(connect_one(&args.target).await?);
     require_revocation_feed(&mut client, api_key).await?;
-    let watcher = connect(observer, 1).await?.remove(0);
+    let watcher = connect_one(observer).await?;
     let email = create_account(
         &mut client,
         &email(&Uuid::now_v7().simple().to_string(), "revocation"),
@@ -548,19 +546,20 @@ async fn measure_revocation(args: &Args) -> anyhow::Result<RevocationReport> {
 }
 
 async fn connect(target: &str, connections: u32) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(target.to_owned())
-        .with_context(|| format!("--target {target} is not a URL"))?;
     let mut channels = Vec::new();
     for _ in 0..connections {
-        // Each connect opens its own HTTP/2 connection.
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to {target}"))?,
-        );
+        channels.push(connect_one(target).await?);
     }
     Ok(channels)
+}
+
+/// A channel over its own HTTP/2 connection to `target`.
+async fn connect_one(target: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(target.to_owned())
+        .with_context(|| format!("{target} is not a URL"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {target}"))
 }
 
 /// Workers sending one kind of call, reported on their own.

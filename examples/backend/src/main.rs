@@ -289,11 +289,10 @@ mod tests {
         client: &mut GreeterServiceClient<Channel>,
         token: Option<&str>,
     ) -> Result<String, Status> {
-        let mut request = Request::new(GreetRequest {});
-        if let Some(token) = token {
-            let value = format!("Bearer {token}").parse().expect("metadata");
-            request.metadata_mut().insert("authorization", value);
-        }
+        let request = match token {
+            Some(token) => with_bearer(GreetRequest {}, token),
+            None => Request::new(GreetRequest {}),
+        };
         Ok(client.greet(request).await?.into_inner().message)
     }
 
