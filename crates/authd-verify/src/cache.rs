@@ -51,6 +51,11 @@ impl TokenCache {
         self.entries.insert(digest(token), claims);
     }
 
+    /// Forgets `token`.
+    pub fn remove(&self, token: &str) {
+        self.entries.remove(&digest(token));
+    }
+
     /// Forgets every token, e.g. when a key they may be signed with is no
     /// longer trusted.
     pub fn clear(&self) {
@@ -128,6 +133,9 @@ mod tests {
         }
         assert!(cache.len() <= 100, "{}", cache.len());
         assert!(!cache.is_empty());
+        cache.insert("kept", claims(exp));
+        cache.remove("kept");
+        assert_eq!(cache.get("kept"), None);
         cache.clear();
         assert!(cache.is_empty());
     }

@@ -200,9 +200,13 @@ impl JwksVerifier {
         let kid = parse_header(token).ok()?.kid?;
         let keys = self.keys_for(&kid).await;
         let claims = verify_with(token, &keys.keys, &self.validation).ok()?;
+        self.verified.insert(token, claims.clone());
         // Keys replaced meanwhile may have dropped the one that signed it.
-        if Arc::ptr_eq(&keys, &self.current()) {
-            self.verified.insert(token, claims.clone());
+        // Checked after the insert: a swap before it shows here, and one
+        // after it clears the cache after the insert (see `keys_for`), so no
+        // order of the two leaves the token cached under withdrawn keys.
+        if !Arc::ptr_eq(&keys, &self.current()) {
+            self.verified.remove(token);
         }
         Some(claims)
     }
