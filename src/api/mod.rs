@@ -224,9 +224,12 @@ impl AuthService for AuthApi {
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
+        // Who asks comes first: an anonymous caller learns nothing of the
+        // rules of session ids, as with ChangePassword and WatchRevocations.
+        let claims = claims(&request)?;
         let session_id = sessions::session_id(&request.get_ref().session_id)?;
         self.accounts
-            .revoke_session(claims(&request)?, session_id, &origin(&request))
+            .revoke_session(claims, session_id, &origin(&request))
             .await?;
         Ok(Response::new(RevokeSessionResponse {}))
     }

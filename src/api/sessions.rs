@@ -4,9 +4,12 @@
 use tonic::Request;
 use uuid::Uuid;
 
-use super::{convert, listener, proto};
+use super::{
+    convert::{self, Violations},
+    listener, proto,
+};
 use crate::domain::{
-    Error, FieldViolation,
+    Error,
     session::{Device, SessionInfo, UserAgent},
 };
 
@@ -25,12 +28,12 @@ pub(super) fn device<T>(request: &Request<T>) -> Device {
 }
 
 pub(super) fn session_id(raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw).map_err(|_| {
-        Error::InvalidArgument(vec![FieldViolation {
-            field: "session_id",
-            description: "must be a session id from ListSessions".into(),
-        }])
-    })
+    let mut violations = Violations::default();
+    let id = violations.check(
+        "session_id",
+        Uuid::parse_str(raw).map_err(|_| "must be a session id from ListSessions"),
+    );
+    violations.into_result(id)
 }
 
 pub(super) fn list(sessions: Vec<SessionInfo>, current: Uuid) -> proto::ListSessionsResponse {

@@ -80,6 +80,18 @@ pub(crate) struct SessionInfo {
     pub(crate) label: Option<DeviceLabel>,
 }
 
+/// An ended session as the revocation feed carries it: `cursor` orders the
+/// feed, and after `not_after` every access token of the session has
+/// expired, so the revocation may be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Revocation {
+    pub(crate) cursor: i64,
+    pub(crate) session_id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) revoked_at: DateTime<Utc>,
+    pub(crate) not_after: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,16 +118,4 @@ mod tests {
         assert_eq!(long.as_ref().map(String::len), Some(255));
         assert_eq!(UserAgent::clean("\u{1}\u{2}"), None);
     }
-}
-
-/// An ended session as the revocation feed carries it: `cursor` orders the
-/// feed, and after `not_after` every access token of the session has
-/// expired, so the revocation may be forgotten.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Revocation {
-    pub(crate) cursor: i64,
-    pub(crate) session_id: Uuid,
-    pub(crate) user_id: Uuid,
-    pub(crate) revoked_at: DateTime<Utc>,
-    pub(crate) not_after: DateTime<Utc>,
 }
