@@ -80,22 +80,29 @@ impl Database {
     }
 }
 
+/// Ids bound per statement when marking sessions revoked: a user may hold
+/// tens of thousands of sessions, beyond what one statement may bind
+/// (65535 on PostgreSQL, 32766 on SQLite).
+const MARK_CHUNK: usize = 1000;
+
 /// Marks the live sessions among `chosen` revoked; evaluates to their ids
 /// and users, or returns from the caller when there are none.
 macro_rules! mark_revoked {
     ($conn:expr, $chosen:expr, $ending:expr) => {{
-        if $chosen.is_empty() {
-            return Ok(Vec::new());
+        let mut ended = Vec::new();
+        for chunk in $chosen.chunks(MARK_CHUNK) {
+            ended.extend(
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::id.eq_any(chunk))
+                        .filter(sessions::revoked_at.is_null()),
+                )
+                .set(sessions::revoked_at.eq($ending.at))
+                .returning((sessions::id, sessions::user_id))
+                .get_results::<(String, String)>(&mut *$conn)
+                .await?,
+            );
         }
-        let ended = diesel::update(
-            sessions::table
-                .filter(sessions::id.eq_any($chosen))
-                .filter(sessions::revoked_at.is_null()),
-        )
-        .set(sessions::revoked_at.eq($ending.at))
-        .returning((sessions::id, sessions::user_id))
-        .get_results::<(String, String)>(&mut *$conn)
-        .await?;
         if ended.is_empty() {
             return Ok(Vec::new());
         }
@@ -103,7 +110,7 @@ macro_rules! mark_revoked {
     }};
 }
 
-/// One insert per ended session: a handful at most, and SQLite has no
+/// One insert per ended session: usually a handful, and SQLite has no
 /// batch insert with defaults.
 macro_rules! insert_revocations {
     ($conn:expr, $ended:expr, $ending:expr) => {
