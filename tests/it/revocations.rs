@@ -19,7 +19,8 @@ use authd::api::proto::{
 use tonic::{Code, Status, Streaming};
 
 use crate::support::{
-    Backend, PASSWORD, TestApp, TestDb, authorized, backend_tests, jwt_claims, violations,
+    Backend, DEADLINE, PASSWORD, TestApp, TestDb, authorized, backend_tests, eventually,
+    jwt_claims, violations,
 };
 
 backend_tests!(
@@ -29,9 +30,6 @@ backend_tests!(
     housekeeping_deletes_expired_revocations,
     watches_beyond_the_cap_are_refused,
 );
-
-/// Long enough for any propagation the feed promises within a second.
-const DEADLINE: Duration = Duration::from_secs(5);
 
 fn sid(access_token: &str) -> String {
     jwt_claims(access_token)["sid"]
@@ -127,22 +125,6 @@ async fn until_sent(
         }
     }
     sent
-}
-
-/// Polls until `check` holds, failing after the deadline.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what} did not happen in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn a_logged_out_token_is_refused_at_once(backend: Backend) {

@@ -19,6 +19,26 @@ pub(crate) use self::{
 
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
+/// Long enough for any propagation the revocation feed promises within a
+/// second, on a loaded machine.
+pub(crate) const DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Polls until `check` holds, failing after [`DEADLINE`].
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{what} did not happen in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The field -> description map of an INVALID_ARGUMENT's BadRequest details.
 pub(crate) fn violations(status: &tonic::Status) -> std::collections::BTreeMap<String, String> {
     use tonic_types::StatusExt;
