@@ -27,7 +27,7 @@ use crate::{
     config::{Config, UsersCommand},
     core::tokens::Tokens,
     core::{
-        accounts::Accounts,
+        accounts::{AccountParts, Accounts},
         admin::{self as admin_users, Admin, service_accounts},
         audit::Audit,
         hasher::Hasher,
@@ -73,7 +73,7 @@ pub struct Application {
     shutdown_grace: Duration,
     keys: KeySettings,
     listener_settings: ListenerSettings,
-    keks: Keks,
+    keks: Arc<Keks>,
     metrics: Metrics,
     metrics_listener: Option<TcpListener>,
     jwks_uri: Option<String>,
@@ -84,7 +84,7 @@ impl Application {
     /// the listener. Every failure here is a startup error with context.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let database = connect_and_migrate(config).await?;
-        let keks = Keks::load(&config.keys.encryption).await?;
+        let keks = Arc::new(Keks::load(&config.keys.encryption).await?);
         let keyring = keys::load(&database, &config.keys, &keks).await?;
         let tokens = Arc::new(Tokens::new(
             keyring,
@@ -112,9 +112,13 @@ impl Application {
             database.clone(),
             hasher,
             Arc::clone(&tokens),
-            limits.clone(),
-            config.sessions,
-            revocations.clone(),
+            AccountParts {
+                limits: limits.clone(),
+                sessions: config.sessions,
+                revocations: revocations.clone(),
+                keks: Arc::clone(&keks),
+                totp: config.totp.clone(),
+            },
         );
         let tls = config.tls.clone().map(Tls::load).transpose()?;
         if tls.is_none() && !config.listen.ip().is_loopback() {

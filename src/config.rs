@@ -16,6 +16,7 @@ use crate::{
     core::keys::KeySettings,
     core::revocations::RevocationSettings,
     core::throttle::{LimitSettings, Lockout, Rate},
+    core::totp::TotpSettings,
     domain::PASSWORD_MAX_BYTES,
     infra::{telemetry::LogFormat, tls::TlsSettings},
     store::{DatabaseUrl, PoolSettings},
@@ -256,6 +257,18 @@ pub struct Settings {
           global = true)]
     pub(crate) audit_retention: Duration,
 
+    /// The issuer authenticator apps show beside a user's TOTP codes. No
+    /// ':' (it separates issuer and account in the otpauth URI).
+    #[arg(long, env = "AUTHD_TOTP_ISSUER", default_value = "authd", value_parser = parse_totp_issuer,
+          global = true)]
+    pub(crate) totp_issuer: String,
+
+    /// How long a Login's second-factor challenge (its mfa_token) may be
+    /// answered with CompleteLogin: long enough to find the phone.
+    #[arg(long, env = "AUTHD_MFA_CHALLENGE_TTL", default_value = "5m",
+          value_parser = parse_duration, global = true)]
+    pub(crate) mfa_challenge_ttl: Duration,
+
     /// Most WatchAuditEvents streams one replica serves at once; more are
     /// refused with RESOURCE_EXHAUSTED. Each idle watch reads the database
     /// four times a second.
@@ -436,6 +449,7 @@ pub struct Config {
     pub(crate) sessions: SessionSettings,
     pub(crate) audit: AuditSettings,
     pub(crate) revocations: RevocationSettings,
+    pub(crate) totp: TotpSettings,
     pub(crate) keys: KeySettings,
     pub(crate) issuer: String,
     pub(crate) public_url: Option<Url>,
@@ -500,6 +514,10 @@ impl TryFrom<Settings> for Config {
                     .map_err(|_| "AUTHD_MAX_SESSIONS_PER_USER is too large")?,
                 retention: settings.session_retention,
             },
+            totp: TotpSettings {
+                issuer: settings.totp_issuer,
+                challenge_ttl: settings.mfa_challenge_ttl,
+            },
             audit: AuditSettings {
                 retention: settings.audit_retention,
                 max_watches: usize::from(settings.max_audit_watches),
@@ -544,6 +562,13 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         _ => Err("expected a positive duration such as 500ms, 90s, 15m or 30d".to_owned()),
     }
+}
+
+fn parse_totp_issuer(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() || value.contains(':') {
+        return Err("expected a name without ':', such as the service's".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 fn parse_reuse_grace(value: &str) -> Result<Duration, String> {

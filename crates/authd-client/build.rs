@@ -4,7 +4,7 @@
 /// The messages that carry passwords or tokens. Their generated `Debug` is
 /// skipped for one that redacts them (`src/lib.rs`), so none can leak into a
 /// log, on the server (which uses these types) or in a client.
-const SECRET_MESSAGES: [&str; 13] = [
+const SECRET_MESSAGES: [&str; 23] = [
     "auth.v1.SignupRequest",
     "auth.v1.LoginRequest",
     "auth.v1.LoginResponse",
@@ -14,6 +14,16 @@ const SECRET_MESSAGES: [&str; 13] = [
     "auth.v1.IntrospectTokenRequest",
     "auth.v1.IssueServiceTokenRequest",
     "auth.v1.IssueServiceTokenResponse",
+    "auth.v1.MfaChallenge",
+    "auth.v1.CompleteLoginRequest",
+    "auth.v1.CompleteLoginResponse",
+    "auth.v1.EnrollTotpRequest",
+    "auth.v1.EnrollTotpResponse",
+    "auth.v1.ConfirmTotpRequest",
+    "auth.v1.ConfirmTotpResponse",
+    "auth.v1.DisableTotpRequest",
+    "auth.v1.RegenerateRecoveryCodesRequest",
+    "auth.v1.RegenerateRecoveryCodesResponse",
     "auth.admin.v1.CreateUserRequest",
     "auth.admin.v1.SetPasswordRequest",
     "auth.admin.v1.CreateServiceAccountResponse",

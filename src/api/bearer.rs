@@ -10,9 +10,10 @@ use tower::Layer;
 
 use crate::core::tokens::Tokens;
 
-const PUBLIC_METHODS: [&str; 5] = [
+const PUBLIC_METHODS: [&str; 6] = [
     "/auth.v1.AuthService/Signup",
     "/auth.v1.AuthService/Login",
+    "/auth.v1.AuthService/CompleteLogin",
     "/auth.v1.AuthService/Refresh",
     "/auth.v1.AuthService/IntrospectToken",
     "/auth.v1.AuthService/IssueServiceToken",

@@ -194,6 +194,7 @@ impl From<SessionTokens> for proto::LoginResponse {
             token_type: "Bearer".to_owned(),
             expires_in: expires_in(&tokens.access),
             refresh_token: tokens.refresh.encode(),
+            mfa_challenge: None,
         }
     }
 }

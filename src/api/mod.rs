@@ -9,6 +9,7 @@ pub(crate) mod convert;
 pub(crate) mod cors;
 pub(crate) mod listener;
 pub mod malformed;
+mod mfa;
 mod revocations;
 mod sessions;
 pub(crate) mod status;
@@ -50,12 +51,14 @@ pub mod proto {
 }
 
 use proto::{
-    ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
-    IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
-    IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
-    LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
-    RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse,
-    WatchRevocationsRequest, auth_service_server::AuthService,
+    ChangePasswordRequest, ChangePasswordResponse, CompleteLoginRequest, CompleteLoginResponse,
+    ConfirmTotpRequest, ConfirmTotpResponse, DisableTotpRequest, DisableTotpResponse,
+    EnrollTotpRequest, EnrollTotpResponse, GetMeRequest, GetMeResponse, IntrospectTokenRequest,
+    IntrospectTokenResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
+    ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
+    LogoutResponse, RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
+    RegenerateRecoveryCodesResponse, RevokeSessionRequest, RevokeSessionResponse, SignupRequest,
+    SignupResponse, WatchRevocationsRequest, auth_service_server::AuthService,
 };
 
 /// The longest `x-request-id` recorded in the audit trail; the access log
@@ -142,6 +145,75 @@ impl AuthService for AuthApi {
         let device = Device { label, ..device };
         let token = self.accounts.login(credentials, device, &origin).await?;
         Ok(Response::new(token.into()))
+    }
+
+    async fn complete_login(
+        &self,
+        request: Request<CompleteLoginRequest>,
+    ) -> Result<Response<CompleteLoginResponse>, Status> {
+        self.limit_client(Action::Login, &request).await?;
+        let origin = origin(&request);
+        let device = sessions::device(&request);
+        let (mfa_token, code) = mfa::complete_login(request.get_ref())?;
+        let tokens = self
+            .accounts
+            .complete_login(mfa_token, code, device, &origin)
+            .await?;
+        Ok(Response::new(tokens.into()))
+    }
+
+    async fn enroll_totp(
+        &self,
+        request: Request<EnrollTotpRequest>,
+    ) -> Result<Response<EnrollTotpResponse>, Status> {
+        let claims = claims(&request)?.clone();
+        let origin = origin(&request);
+        let current = mfa::enroll(request.into_inner())?;
+        let enrollment = self.accounts.enroll_totp(&claims, current, &origin).await?;
+        Ok(Response::new(enrollment.into()))
+    }
+
+    async fn confirm_totp(
+        &self,
+        request: Request<ConfirmTotpRequest>,
+    ) -> Result<Response<ConfirmTotpResponse>, Status> {
+        let claims = claims(&request)?;
+        let code = mfa::totp_code(&request.get_ref().code)?;
+        let codes = self
+            .accounts
+            .confirm_totp(claims, code, &origin(&request))
+            .await?;
+        Ok(Response::new(ConfirmTotpResponse {
+            recovery_codes: mfa::shown(codes),
+        }))
+    }
+
+    async fn disable_totp(
+        &self,
+        request: Request<DisableTotpRequest>,
+    ) -> Result<Response<DisableTotpResponse>, Status> {
+        let claims = claims(&request)?.clone();
+        let origin = origin(&request);
+        let (current, code) = mfa::disable(request.into_inner())?;
+        self.accounts
+            .disable_totp(&claims, current, code, &origin)
+            .await?;
+        Ok(Response::new(DisableTotpResponse {}))
+    }
+
+    async fn regenerate_recovery_codes(
+        &self,
+        request: Request<RegenerateRecoveryCodesRequest>,
+    ) -> Result<Response<RegenerateRecoveryCodesResponse>, Status> {
+        let claims = claims(&request)?;
+        let code = mfa::totp_code(&request.get_ref().code)?;
+        let codes = self
+            .accounts
+            .regenerate_recovery_codes(claims, code, &origin(&request))
+            .await?;
+        Ok(Response::new(RegenerateRecoveryCodesResponse {
+            recovery_codes: mfa::shown(codes),
+        }))
     }
 
     async fn get_me(

@@ -9,6 +9,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::domain::Error;
 
 pub(crate) const INVALID_CREDENTIALS: &str = "invalid email or password";
+const INVALID_SECOND_FACTOR: &str = "invalid or expired code or challenge";
 /// What an overloaded hashing stage suggests: about the time a short queue
 /// takes to drain.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
@@ -48,6 +49,8 @@ impl From<Error> for Status {
             Error::GuessingSessionEnded => Status::unauthenticated(
                 "too many wrong current passwords: this session has ended, log in again",
             ),
+            Error::InvalidSecondFactor => Status::unauthenticated(INVALID_SECOND_FACTOR),
+            Error::TotpState(what) => Status::failed_precondition(what),
             Error::PasswordChanged => Status::aborted(
                 "the password was changed by another request meanwhile; nothing was changed",
             ),

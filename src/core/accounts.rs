@@ -2,6 +2,7 @@
 //! already-validated domain values; outputs are domain values or an
 //! [`Error`].
 
+mod mfa;
 mod service_tokens;
 mod sessions;
 mod signups;
@@ -14,19 +15,23 @@ use uuid::Uuid;
 
 use crate::{
     core::hasher::Hasher,
+    core::kek::Keks,
     core::refresh_token::RefreshToken,
     core::revocations::Revocations,
     core::throttle::Limits,
     core::tokens::{AccessToken, Subject, Tokens},
+    core::totp::TotpSettings,
     domain::Error,
     domain::PasswordHash,
     domain::{
         Credentials, NewUser, Password, Roles, User,
         audit::{Actor, AuditEvent, EventType, Origin},
+        mfa::Amr,
         session::Device,
     },
     store::{Database, NewSession, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
 };
+pub(crate) use mfa::MfaChallenge;
 use signups::SignupLine;
 
 /// How long refresh tokens live, how reuse is judged, when a session dies
@@ -47,6 +52,13 @@ pub(crate) struct SessionTokens {
     pub(crate) refresh: RefreshToken,
 }
 
+/// What a right password gets: a session, or the challenge of the user's
+/// second factor.
+pub(crate) enum LoginOutcome {
+    Session(SessionTokens),
+    Challenge(MfaChallenge),
+}
+
 #[derive(Clone)]
 pub(crate) struct Accounts {
     db: Database,
@@ -56,6 +68,18 @@ pub(crate) struct Accounts {
     sessions: SessionSettings,
     signups: SignupLine,
     revocations: Revocations,
+    keks: Arc<Keks>,
+    totp: TotpSettings,
+}
+
+/// What Accounts needs besides the database, the hashing stage and the
+/// tokens.
+pub(crate) struct AccountParts {
+    pub(crate) limits: Limits,
+    pub(crate) sessions: SessionSettings,
+    pub(crate) revocations: Revocations,
+    pub(crate) keks: Arc<Keks>,
+    pub(crate) totp: TotpSettings,
 }
 
 impl Accounts {
@@ -63,10 +87,15 @@ impl Accounts {
         db: Database,
         hasher: Hasher,
         tokens: Arc<Tokens>,
-        limits: Limits,
-        sessions: SessionSettings,
-        revocations: Revocations,
+        parts: AccountParts,
     ) -> Self {
+        let AccountParts {
+            limits,
+            sessions,
+            revocations,
+            keks,
+            totp,
+        } = parts;
         Self {
             db,
             hasher,
@@ -75,6 +104,8 @@ impl Accounts {
             sessions,
             signups: SignupLine::default(),
             revocations,
+            keks,
+            totp,
         }
     }
 
@@ -108,14 +139,14 @@ impl Accounts {
 
     /// Unknown email and wrong password take the same path through the
     /// account throttle and one bcrypt verify, and end in the same error.
-    /// Success starts a session, unless the password changed after it was
-    /// verified here: then it is an old password, refused like any wrong one.
+    /// Success starts a session, or, when the user has TOTP active, a
+    /// challenge that [`Accounts::complete_login`] finishes.
     pub(crate) async fn login(
         &self,
         credentials: Credentials,
         device: Device,
         origin: &Origin,
-    ) -> Result<SessionTokens, Error> {
+    ) -> Result<LoginOutcome, Error> {
         let (user, password) = self
             .db
             .find_user_by_email(&credentials.email)
@@ -162,6 +193,33 @@ impl Accounts {
             self.db.record(vec![failed("disabled")]).await?;
             return Err(Error::AccountDisabled);
         }
+        self.rehash_if_outdated(&user, &password.hash, &credentials.password)
+            .await;
+        // The attempt stays counted until the second factor is answered, so
+        // the password step and every wrong code draw on one budget.
+        if self.db.totp_active(user.id).await? {
+            return self
+                .challenge(user.id, password.version)
+                .await
+                .map(LoginOutcome::Challenge);
+        }
+        self.start_session(&user, password.version, device, Amr::Password, origin)
+            .await
+            .map(LoginOutcome::Session)
+    }
+
+    /// Starts a session for a user who proved `amr`, unless the password
+    /// changed after `password_version` was verified: then it is an old
+    /// password, refused like any wrong one. Clears the account's failed
+    /// logins.
+    async fn start_session(
+        &self,
+        user: &User,
+        password_version: i64,
+        device: Device,
+        amr: Amr,
+        origin: &Origin,
+    ) -> Result<SessionTokens, Error> {
         let refresh = RefreshToken::generate()?;
         let session_id = Uuid::now_v7();
         let created = self
@@ -169,14 +227,16 @@ impl Accounts {
             .create_session(NewSession {
                 id: session_id,
                 user_id: user.id,
-                password_version: password.version,
+                password_version,
                 refresh: self.refresh_record(refresh.hash())?,
                 device,
+                amr,
                 limit: self.session_limit(user.id, origin),
                 events: vec![
                     AuditEvent::new(EventType::LoginSucceeded, Actor::User(user.id), origin)
                         .user(user.id)
-                        .session(session_id),
+                        .session(session_id)
+                        .detail("amr", amr.as_stored()),
                 ],
             })
             .await?;
@@ -185,18 +245,23 @@ impl Accounts {
         }
         if !created {
             self.limits.login_failed();
-            self.db.record(vec![failed("invalid_credentials")]).await?;
+            self.db
+                .record(vec![
+                    AuditEvent::new(EventType::LoginFailed, Actor::Anonymous, origin)
+                        .user(user.id)
+                        .detail("reason", "invalid_credentials"),
+                ])
+                .await?;
             return Err(Error::InvalidCredentials);
         }
-        self.limits.login_succeeded(&credentials.email).await;
-        self.rehash_if_outdated(&user, &password.hash, &credentials.password)
-            .await;
+        self.limits.login_succeeded(&user.email).await;
         Ok(SessionTokens {
             access: self.tokens.issue(
                 Subject::User {
                     user_id: user.id,
                     session_id,
                     session_ends: self.sessions.ends(Utc::now()),
+                    amr,
                 },
                 &user.roles,
             )?,
@@ -227,24 +292,40 @@ impl Accounts {
                 AuditEvent::new(EventType::RefreshReuseDetected, Actor::Anonymous, origin),
             )
             .await?;
-        let (user_id, session_id, roles, created_at, refresh) = match rotation {
+        let (user_id, session_id, roles, created_at, amr, refresh) = match rotation {
             Rotation::Rotated {
                 session_id,
                 user_id,
                 roles,
                 session_created_at,
-            } => (user_id, session_id, roles, session_created_at, successor),
+                amr,
+            } => (
+                user_id,
+                session_id,
+                roles,
+                session_created_at,
+                amr,
+                successor,
+            ),
             Rotation::Replayed {
                 session_id,
                 user_id,
                 roles,
                 session_created_at,
+                amr,
                 successor_sealed,
             } => {
                 let replayed = presented
                     .unseal(&successor_sealed)
                     .ok_or_else(|| Error::internal("a stored successor does not unseal"))?;
-                (user_id, session_id, roles, session_created_at, replayed)
+                (
+                    user_id,
+                    session_id,
+                    roles,
+                    session_created_at,
+                    amr,
+                    replayed,
+                )
             }
             Rotation::Reused { session_id } => {
                 self.revocations.settle().await;
@@ -264,6 +345,7 @@ impl Accounts {
                     user_id,
                     session_id,
                     session_ends: self.sessions.ends(created_at),
+                    amr,
                 },
                 &roles,
             )?,

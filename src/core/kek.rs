@@ -1,6 +1,6 @@
-//! Envelope encryption of stored signing keys under a key-encryption key
-//! (KEK) that lives in a file, outside the database: a dump or backup of the
-//! database alone cannot mint tokens.
+//! Envelope encryption of stored signing keys and TOTP secrets under a
+//! key-encryption key (KEK) that lives in a file, outside the database: a
+//! dump or backup of the database alone cannot mint tokens nor codes.
 //!
 //! A sealed key is stored as `authd-kek-v1:<kek id>:<nonce>:<ciphertext>`
 //! (nonce and ciphertext base64url): XChaCha20-Poly1305 with a random 192-bit
@@ -24,6 +24,8 @@ use chacha20poly1305::{
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString, zeroize::Zeroizing};
 use sha2::{Digest, Sha256};
+
+use uuid::Uuid;
 
 use crate::domain::Error;
 
@@ -90,8 +92,13 @@ impl Kek {
 
 /// What a sealed value is bound to: moved to another row, or relabelled
 /// with another KEK id or version, it no longer opens.
-fn associated_data(kek_id: &str, kid: &str) -> String {
-    format!("{VERSION}:{kek_id}:{kid}")
+fn associated_data(kek_id: &str, binding: &str) -> String {
+    format!("{VERSION}:{kek_id}:{binding}")
+}
+
+/// What a TOTP secret is bound to: its user, in a form no `kid` takes.
+fn totp_binding(user_id: Uuid) -> String {
+    format!("totp:{user_id}")
 }
 
 /// The KEKs this process holds: none (keys are stored as plaintext PEM), a
@@ -124,22 +131,46 @@ impl Keks {
     /// The form in which `pem` is stored for `kid`: sealed under the current
     /// KEK, or the PEM itself when there is none.
     pub(crate) fn seal(&self, kid: &str, pem: &str) -> Result<String, Error> {
+        self.seal_bound(kid, pem)
+    }
+
+    /// The form in which a user's TOTP secret is stored: sealed under the
+    /// current KEK and bound to the user, or the base32 itself when there is
+    /// no KEK.
+    pub(crate) fn seal_totp(&self, user_id: Uuid, secret: &str) -> Result<String, Error> {
+        self.seal_bound(&totp_binding(user_id), secret)
+    }
+
+    /// A user's TOTP secret (base32), whichever KEK sealed it. Base32 never
+    /// starts with the sealed form's version, so plaintext is told apart.
+    pub(crate) fn open_totp(&self, user_id: Uuid, stored: &str) -> Result<SecretString, Error> {
+        if !stored.starts_with(VERSION) {
+            return Ok(SecretString::from(stored.to_owned()));
+        }
+        self.open_bound(
+            &format!("the TOTP secret of user {user_id}"),
+            &totp_binding(user_id),
+            stored,
+        )
+    }
+
+    fn seal_bound(&self, binding: &str, plaintext: &str) -> Result<String, Error> {
         let Some(kek) = &self.current else {
-            return Ok(pem.to_owned());
+            return Ok(plaintext.to_owned());
         };
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|e| Error::internal(e.to_string()))?;
-        let aad = associated_data(&kek.id, kid);
+        let aad = associated_data(&kek.id, binding);
         let sealed = kek
             .cipher()?
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
-                    msg: pem.as_bytes(),
+                    msg: plaintext.as_bytes(),
                     aad: aad.as_bytes(),
                 },
             )
-            .map_err(|_| Error::internal("cannot encrypt a signing key"))?;
+            .map_err(|_| Error::internal("cannot encrypt a stored secret"))?;
         Ok(format!(
             "{VERSION}:{}:{}:{}",
             kek.id,
@@ -155,6 +186,12 @@ impl Keks {
         if stored.starts_with(PLAINTEXT_PREFIX) {
             return Ok(SecretString::from(stored.to_owned()));
         }
+        self.open_bound(&format!("signing key {kid}"), kid, stored)
+    }
+
+    /// Opens what [`Keks::seal_bound`] sealed for `binding`; errors name the
+    /// row as `what`.
+    fn open_bound(&self, what: &str, binding: &str, stored: &str) -> Result<SecretString, Error> {
         let mut fields = stored.split(':');
         let (Some(VERSION), Some(kek_id), Some(nonce), Some(sealed), None) = (
             fields.next(),
@@ -164,27 +201,24 @@ impl Keks {
             fields.next(),
         ) else {
             return Err(Error::internal(format!(
-                "signing key {kid} is stored in a form this authd does not know"
+                "{what} is stored in a form this authd does not know"
             )));
         };
         let kek = [&self.current, &self.previous]
             .into_iter()
             .flatten()
             .find(|kek| kek.id == kek_id)
-            .ok_or_else(|| self.missing(kid, kek_id))?;
-        let undecodable = || {
-            Error::internal(format!(
-                "signing key {kid} is damaged: its value does not decode"
-            ))
-        };
+            .ok_or_else(|| self.missing(what, kek_id))?;
+        let undecodable =
+            || Error::internal(format!("{what} is damaged: its value does not decode"));
         let nonce: [u8; NONCE_BYTES] = URL_SAFE_NO_PAD
             .decode(nonce)
             .ok()
             .and_then(|nonce| nonce.try_into().ok())
             .ok_or_else(undecodable)?;
         let sealed = URL_SAFE_NO_PAD.decode(sealed).map_err(|_| undecodable())?;
-        let aad = associated_data(kek_id, kid);
-        let pem = Zeroizing::new(
+        let aad = associated_data(kek_id, binding);
+        let plaintext = Zeroizing::new(
             kek.cipher()?
                 .decrypt(
                     &XNonce::from(nonce),
@@ -195,13 +229,13 @@ impl Keks {
                 )
                 .map_err(|_| {
                     Error::internal(format!(
-                        "signing key {kid} does not decrypt under key-encryption key {kek_id}: \
-                         the row was altered or moved from another kid"
+                        "{what} does not decrypt under key-encryption key {kek_id}: \
+                         the row was altered or moved from another"
                     ))
                 })?,
         );
-        let pem = std::str::from_utf8(&pem).map_err(|_| undecodable())?;
-        Ok(SecretString::from(pem.to_owned()))
+        let plaintext = std::str::from_utf8(&plaintext).map_err(|_| undecodable())?;
+        Ok(SecretString::from(plaintext.to_owned()))
     }
 
     /// Whether `stored` is sealed, rather than plaintext PEM.
@@ -209,7 +243,7 @@ impl Keks {
         !stored.starts_with(PLAINTEXT_PREFIX)
     }
 
-    fn missing(&self, kid: &str, kek_id: &str) -> Error {
+    fn missing(&self, what: &str, kek_id: &str) -> Error {
         let held: Vec<&str> = [&self.current, &self.previous]
             .into_iter()
             .flatten()
@@ -224,7 +258,7 @@ impl Keks {
             )
         };
         Error::internal(format!(
-            "signing key {kid} is encrypted under key-encryption key {kek_id}, but {held}"
+            "{what} is encrypted under key-encryption key {kek_id}, but {held}"
         ))
     }
 }

@@ -223,7 +223,7 @@ pub(crate) async fn keep_fresh(
     db: Database,
     tokens: Arc<Tokens>,
     settings: KeySettings,
-    keks: Keks,
+    keks: Arc<Keks>,
 ) {
     if settings.file.is_some() {
         return;

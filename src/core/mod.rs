@@ -14,3 +14,4 @@ pub(crate) mod refresh_token;
 pub(crate) mod revocations;
 pub(crate) mod throttle;
 pub(crate) mod tokens;
+pub(crate) mod totp;

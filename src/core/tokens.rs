@@ -24,7 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::{Error, Roles};
+use crate::domain::{Error, Roles, mfa::Amr};
 
 /// An Ed25519 key pair, identified by its RFC 7638 JWK thumbprint.
 pub(crate) struct KeyPair {
@@ -89,6 +89,7 @@ pub(crate) enum Subject {
         user_id: Uuid,
         session_id: Uuid,
         session_ends: Option<DateTime<Utc>>,
+        amr: Amr,
     },
     /// A service account: no session, no refresh token.
     ServiceAccount(Uuid),
@@ -201,18 +202,22 @@ impl Tokens {
     pub(crate) fn issue(&self, subject: Subject, roles: &Roles) -> Result<AccessToken, Error> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;
-        let (sub, sid, client_id, ends) = match subject {
+        let (sub, sid, client_id, ends, amr) = match subject {
             Subject::User {
                 user_id,
                 session_id,
                 session_ends,
+                amr,
             } => (
                 user_id.to_string(),
                 Some(session_id.to_string()),
                 None,
                 session_ends.map(|ends| ends.timestamp()),
+                amr.values().iter().map(|&value| value.to_owned()).collect(),
             ),
-            Subject::ServiceAccount(id) => (id.to_string(), None, Some(id.to_string()), None),
+            Subject::ServiceAccount(id) => {
+                (id.to_string(), None, Some(id.to_string()), None, Vec::new())
+            }
         };
         let exp = ends.map_or(now + ttl, |ends| ends.clamp(now, now + ttl));
         let claims = Claims {
@@ -226,6 +231,7 @@ impl Tokens {
             sid,
             roles: roles.to_vec(),
             client_id,
+            amr,
         };
         let keyring = self.keyring();
         let mut header = Header::new(Algorithm::EdDSA);
@@ -281,6 +287,7 @@ mod tests {
             user_id,
             session_id: Uuid::now_v7(),
             session_ends: None,
+            amr: Amr::Password,
         }
     }
 

@@ -29,10 +29,16 @@ pub(crate) enum EventType {
     ApiKeyRevoked,
     ServiceTokenIssued,
     SigningKeyRotated,
+    TotpEnrolled,
+    TotpEnabled,
+    TotpDisabled,
+    TotpReset,
+    RecoveryCodesRegenerated,
+    RecoveryCodeUsed,
 }
 
 impl EventType {
-    pub(crate) const ALL: [Self; 20] = [
+    pub(crate) const ALL: [Self; 26] = [
         Self::UserSignedUp,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -53,6 +59,12 @@ impl EventType {
         Self::ApiKeyRevoked,
         Self::ServiceTokenIssued,
         Self::SigningKeyRotated,
+        Self::TotpEnrolled,
+        Self::TotpEnabled,
+        Self::TotpDisabled,
+        Self::TotpReset,
+        Self::RecoveryCodesRegenerated,
+        Self::RecoveryCodeUsed,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -77,6 +89,12 @@ impl EventType {
             Self::ApiKeyRevoked => "api_key.revoked",
             Self::ServiceTokenIssued => "service_token.issued",
             Self::SigningKeyRotated => "signing_key.rotated",
+            Self::TotpEnrolled => "totp.enrolled",
+            Self::TotpEnabled => "totp.enabled",
+            Self::TotpDisabled => "totp.disabled",
+            Self::TotpReset => "totp.reset",
+            Self::RecoveryCodesRegenerated => "recovery_codes.regenerated",
+            Self::RecoveryCodeUsed => "recovery_code.used",
         }
     }
 

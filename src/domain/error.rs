@@ -80,6 +80,17 @@ pub(crate) enum Error {
     #[error("password change guessing: session revoked")]
     GuessingSessionEnded,
 
+    /// `UNAUTHENTICATED`: a second-factor code is wrong or already used, or
+    /// the mfa_token is unknown, expired or spent. One variant, so the
+    /// reasons cannot be told apart.
+    #[error("invalid second factor")]
+    InvalidSecondFactor,
+
+    /// `FAILED_PRECONDITION`: the call needs TOTP in another state; the text
+    /// says which, e.g. "TOTP is already active".
+    #[error("TOTP state: {0}")]
+    TotpState(&'static str),
+
     /// `ABORTED`: the password changed between this ChangePassword's check
     /// of the current password and its write, so nothing was changed.
     #[error("password changed concurrently")]

@@ -8,6 +8,7 @@ mod revocations;
 mod schema;
 mod service_accounts;
 mod sessions;
+mod totp;
 mod users;
 
 use std::{path::PathBuf, time::Duration};
@@ -33,6 +34,7 @@ pub(crate) use admin_users::UserChange;
 pub(crate) use keys::StoredKey;
 pub(crate) use revocations::{FeedConnection, Wakeup};
 pub(crate) use sessions::{Liveness, NewSession, RefreshRecord, Revoke, Rotation, SessionLimit};
+pub(crate) use totp::{AfterFactor, Challenge, Factor};
 pub(crate) use users::{NewUserRecord, StoredPassword};
 
 use secrecy::SecretString;

@@ -38,6 +38,34 @@ diesel::table! {
         client_address -> Nullable<Text>,
         user_agent -> Nullable<Text>,
         device_label -> Nullable<Text>,
+        amr -> Text,
+    }
+}
+
+diesel::table! {
+    totp_secrets (user_id) {
+        user_id -> Text,
+        secret -> Text,
+        created_at -> Timestamp,
+        enabled_at -> Nullable<Timestamp>,
+        last_step -> BigInt,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, code_hash) {
+        user_id -> Text,
+        code_hash -> Text,
+    }
+}
+
+diesel::table! {
+    mfa_challenges (token_hash) {
+        token_hash -> Text,
+        user_id -> Text,
+        password_version -> BigInt,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }
 
@@ -102,9 +130,13 @@ diesel::table! {
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(api_keys -> service_accounts (service_account_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(totp_secrets -> users (user_id));
+diesel::joinable!(mfa_challenges -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
+    totp_secrets,
+    mfa_challenges,
     refresh_tokens,
     service_accounts,
     api_keys

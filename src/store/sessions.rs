@@ -21,6 +21,7 @@ use crate::{
     domain::Roles,
     domain::User,
     domain::audit::AuditEvent,
+    domain::mfa::Amr,
     domain::session::{Device, DeviceLabel, SessionInfo, UserAgent},
 };
 
@@ -85,6 +86,7 @@ pub(crate) enum Rotation {
         user_id: Uuid,
         roles: Roles,
         session_created_at: DateTime<Utc>,
+        amr: Amr,
     },
     /// The token was spent moments ago (within the grace interval) and its
     /// successor is still unspent: the caller gets that successor again.
@@ -93,6 +95,7 @@ pub(crate) enum Rotation {
         user_id: Uuid,
         roles: Roles,
         session_created_at: DateTime<Utc>,
+        amr: Amr,
         successor_sealed: String,
     },
     /// The token was spent earlier: someone is replaying it, so its session
@@ -103,10 +106,10 @@ pub(crate) enum Rotation {
 }
 
 /// The outcome inside the transaction, before ids are parsed: session id,
-/// user id, the user's roles and the session's start, as stored.
+/// user id, the user's roles, the session's start and its amr, as stored.
 enum Outcome {
-    Rotated(String, String, String, NaiveDateTime),
-    Replayed(String, String, String, NaiveDateTime, String),
+    Rotated(String, String, String, NaiveDateTime, String),
+    Replayed(String, String, String, NaiveDateTime, String, String),
     Reused(String),
     Rejected,
 }
@@ -121,6 +124,7 @@ type Presented = (
         Option<NaiveDateTime>,
         NaiveDateTime,
         NaiveDateTime,
+        String,
     ),
     (String, Option<NaiveDateTime>),
     (Option<NaiveDateTime>, Option<String>, Option<String>),
@@ -130,18 +134,20 @@ impl Outcome {
     /// Parses the ids the transaction read.
     fn into_rotation(self) -> Result<Rotation, Error> {
         Ok(match self {
-            Self::Rotated(session_id, user_id, roles, created_at) => Rotation::Rotated {
+            Self::Rotated(session_id, user_id, roles, created_at, amr) => Rotation::Rotated {
                 session_id: uuid(&session_id)?,
                 user_id: uuid(&user_id)?,
                 roles: Roles::from_stored(&roles),
                 session_created_at: created_at.and_utc(),
+                amr: Amr::from_stored(&amr),
             },
-            Self::Replayed(session_id, user_id, roles, created_at, successor_sealed) => {
+            Self::Replayed(session_id, user_id, roles, created_at, amr, successor_sealed) => {
                 Rotation::Replayed {
                     session_id: uuid(&session_id)?,
                     user_id: uuid(&user_id)?,
                     roles: Roles::from_stored(&roles),
                     session_created_at: created_at.and_utc(),
+                    amr: Amr::from_stored(&amr),
                     successor_sealed,
                 }
             }
@@ -178,6 +184,7 @@ impl Database {
             password_version,
             refresh,
             device,
+            amr,
             limit,
             events,
         } = session;
@@ -212,6 +219,7 @@ impl Database {
                         sessions::client_address.eq(&client_address),
                         sessions::user_agent.eq(user_agent),
                         sessions::device_label.eq(label),
+                        sessions::amr.eq(amr.as_stored()),
                     ))
                     .execute(conn)
                     .await?;
@@ -323,6 +331,7 @@ impl Database {
                             sessions::revoked_at,
                             sessions::last_used_at,
                             sessions::created_at,
+                            sessions::amr,
                         ),
                         (users::roles, users::disabled_at),
                         (
@@ -335,7 +344,7 @@ impl Database {
                     .await
                     .optional()?;
                 let Some((
-                    (session_id, user_id, revoked_at, last_used_at, created_at),
+                    (session_id, user_id, revoked_at, last_used_at, created_at, amr),
                     (roles, disabled_at),
                     (rotated_at, next_hash, sealed),
                 )) = found
@@ -362,7 +371,9 @@ impl Database {
                         ))
                         .execute(conn)
                         .await?;
-                    return Ok(Outcome::Rotated(session_id, user_id, roles, created_at));
+                    return Ok(Outcome::Rotated(
+                        session_id, user_id, roles, created_at, amr,
+                    ));
                 }
                 let Some(rotated_at) = rotated_at else {
                     return Ok(Outcome::Rejected);
@@ -400,7 +411,7 @@ impl Database {
                     .execute(conn)
                     .await?;
                 Ok(Outcome::Replayed(
-                    session_id, user_id, roles, created_at, sealed,
+                    session_id, user_id, roles, created_at, amr, sealed,
                 ))
             })
             .await
@@ -586,6 +597,8 @@ pub(crate) struct NewSession {
     pub(crate) password_version: i64,
     pub(crate) refresh: RefreshRecord,
     pub(crate) device: Device,
+    /// How the user authenticated, for every token of the session.
+    pub(crate) amr: Amr,
     pub(crate) limit: Option<SessionLimit>,
     pub(crate) events: Vec<AuditEvent>,
 }

@@ -57,7 +57,9 @@ async fn the_token_has_the_access_token_shape(backend: Backend) {
     names.sort();
     assert_eq!(
         names,
-        ["aud", "exp", "iat", "iss", "jti", "nbf", "sid", "sub"],
+        [
+            "amr", "aud", "exp", "iat", "iss", "jti", "nbf", "sid", "sub"
+        ],
         "no personal data"
     );
     assert!(!parts[1].is_empty() && !token.contains("judy"));

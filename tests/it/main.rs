@@ -35,4 +35,5 @@ mod sessions_devices;
 mod signup;
 mod tls;
 mod tokens;
+mod totp;
 mod walkthrough;

@@ -52,7 +52,17 @@ macro_rules! redacting_debug {
 
 redacting_debug!(v1, SignupRequest { email, username } secret { password });
 redacting_debug!(v1, LoginRequest { email, device_label } secret { password });
-redacting_debug!(v1, LoginResponse { token_type, expires_in } secret { access_token, refresh_token });
+redacting_debug!(v1, LoginResponse { token_type, expires_in, mfa_challenge } secret { access_token, refresh_token });
+redacting_debug!(v1, MfaChallenge { methods, expires_in } secret { mfa_token });
+redacting_debug!(v1, CompleteLoginRequest {} secret { mfa_token, code });
+redacting_debug!(v1, CompleteLoginResponse { token_type, expires_in } secret { access_token, refresh_token });
+redacting_debug!(v1, EnrollTotpRequest {} secret { current_password });
+redacting_debug!(v1, EnrollTotpResponse {} secret { secret, otpauth_uri, qr_png });
+redacting_debug!(v1, ConfirmTotpRequest {} secret { code });
+redacting_debug!(v1, ConfirmTotpResponse {} secret { recovery_codes });
+redacting_debug!(v1, DisableTotpRequest {} secret { current_password, code });
+redacting_debug!(v1, RegenerateRecoveryCodesRequest {} secret { code });
+redacting_debug!(v1, RegenerateRecoveryCodesResponse {} secret { recovery_codes });
 redacting_debug!(v1, RefreshRequest {} secret { refresh_token });
 redacting_debug!(v1, RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
 redacting_debug!(v1, ChangePasswordRequest {} secret { current_password, new_password });

@@ -109,6 +109,7 @@ mod tests {
             sid: None,
             roles: Vec::new(),
             client_id: None,
+            amr: Vec::new(),
         }
     }
 

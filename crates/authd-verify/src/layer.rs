@@ -8,7 +8,8 @@ use std::{
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, Request, Response, header::AUTHORIZATION};
-use tonic::{Status, body::Body, server::NamedService};
+use tonic::{Code, Status, body::Body, server::NamedService};
+use tonic_types::{ErrorDetails, StatusExt};
 use tower::{Layer, Service};
 
 use crate::Claims;
@@ -16,6 +17,12 @@ use crate::Claims;
 /// The message of the `UNAUTHENTICATED` status a request without a valid
 /// token gets, the same for every reason.
 pub const INVALID_TOKEN: &str = "missing or invalid access token";
+
+/// The `reason` of the `google.rpc.ErrorInfo` in the `PERMISSION_DENIED`
+/// status a token without a second factor gets from a method that requires
+/// one (see [`RequireBearerLayer::require_second_factor`]): the client logs
+/// in again with its second factor and retries.
+pub const SECOND_FACTOR_REQUIRED: &str = "SECOND_FACTOR_REQUIRED";
 
 /// Whatever checks access tokens for [`RequireBearerLayer`]: a
 /// [`JwksVerifier`](crate::JwksVerifier), or authd's own keys in authd.
@@ -37,6 +44,7 @@ pub struct RequireBearerLayer<V: ?Sized> {
     verifier: Arc<V>,
     public_methods: Arc<[String]>,
     roles: Arc<HashMap<String, Vec<String>>>,
+    second_factor: Arc<[String]>,
 }
 
 impl<V: TokenVerifier + ?Sized> RequireBearerLayer<V> {
@@ -46,6 +54,30 @@ impl<V: TokenVerifier + ?Sized> RequireBearerLayer<V> {
             verifier,
             public_methods: Arc::from([]),
             roles: Arc::default(),
+            second_factor: Arc::from([]),
+        }
+    }
+
+    /// Lets only tokens of a login with a second factor (`amr` holding
+    /// `"otp"`) call these gRPC paths, in place of any listed before: step-up
+    /// for what a stolen password alone must not reach. Any other valid
+    /// token is answered `PERMISSION_DENIED` with a `google.rpc.ErrorInfo`
+    /// whose reason is [`SECOND_FACTOR_REQUIRED`].
+    ///
+    /// ```no_run
+    /// # use authd_verify::{JwksVerifier, RequireBearerLayer};
+    /// # fn layer(verifier: std::sync::Arc<JwksVerifier>) -> RequireBearerLayer<JwksVerifier> {
+    /// RequireBearerLayer::new(verifier).require_second_factor(["/shop.v1.Orders/Refund"])
+    /// # }
+    /// ```
+    pub fn require_second_factor<I>(self, paths: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self {
+            second_factor: paths.into_iter().map(Into::into).collect(),
+            ..self
         }
     }
 
@@ -98,6 +130,7 @@ impl<V: ?Sized> Clone for RequireBearerLayer<V> {
             verifier: Arc::clone(&self.verifier),
             public_methods: Arc::clone(&self.public_methods),
             roles: Arc::clone(&self.roles),
+            second_factor: Arc::clone(&self.second_factor),
         }
     }
 }
@@ -111,6 +144,7 @@ impl<S, V: ?Sized> Layer<S> for RequireBearerLayer<V> {
             verifier: Arc::clone(&self.verifier),
             public_methods: Arc::clone(&self.public_methods),
             roles: Arc::clone(&self.roles),
+            second_factor: Arc::clone(&self.second_factor),
         }
     }
 }
@@ -122,6 +156,7 @@ pub struct RequireBearer<S, V: ?Sized> {
     verifier: Arc<V>,
     public_methods: Arc<[String]>,
     roles: Arc<HashMap<String, Vec<String>>>,
+    second_factor: Arc<[String]>,
 }
 
 impl<S: Clone, V: ?Sized> Clone for RequireBearer<S, V> {
@@ -131,6 +166,7 @@ impl<S: Clone, V: ?Sized> Clone for RequireBearer<S, V> {
             verifier: Arc::clone(&self.verifier),
             public_methods: Arc::clone(&self.public_methods),
             roles: Arc::clone(&self.roles),
+            second_factor: Arc::clone(&self.second_factor),
         }
     }
 }
@@ -165,6 +201,7 @@ where
         }
         let verifier = Arc::clone(&self.verifier);
         let roles = Arc::clone(&self.roles);
+        let needs_second_factor = self.second_factor.iter().any(|method| method == path);
         let token = bearer_token(request.headers()).map(str::to_owned);
         Box::pin(async move {
             let claims = match token {
@@ -179,10 +216,22 @@ where
             {
                 return Ok(Status::permission_denied(missing_role(required)).into_http());
             }
+            if needs_second_factor && !claims.has_second_factor() {
+                return Ok(second_factor_required().into_http());
+            }
             request.extensions_mut().insert(claims);
             inner.call(request).await
         })
     }
+}
+
+/// What a caller who logged in with a password alone is told.
+fn second_factor_required() -> Status {
+    Status::with_error_details(
+        Code::PermissionDenied,
+        "this method requires a login with a second factor",
+        ErrorDetails::with_error_info(SECOND_FACTOR_REQUIRED, "authd", []),
+    )
 }
 
 /// What a caller without any of `required` is told.
@@ -225,6 +274,7 @@ mod tests {
     use super::*;
 
     const REFUND: &str = "/shop.v1.Orders/Refund";
+    const VOID: &str = "/shop.v1.Orders/Void";
 
     /// Accepts two tokens: "clerk" without roles, "accountant" with
     /// billing:write.
@@ -232,9 +282,10 @@ mod tests {
 
     impl TokenVerifier for TwoTokens {
         fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Claims>> {
-            let roles = match token {
-                "clerk" => vec![],
-                "accountant" => vec!["billing:write".to_owned()],
+            let (roles, amr) = match token {
+                "clerk" => (vec![], vec!["pwd".to_owned()]),
+                "accountant" => (vec!["billing:write".to_owned()], vec![]),
+                "clerk-otp" => (vec![], vec!["pwd".to_owned(), "otp".to_owned()]),
                 _ => return Box::pin(async { None }),
             };
             let claims = Claims {
@@ -248,6 +299,7 @@ mod tests {
                 sid: None,
                 roles,
                 client_id: None,
+                amr,
             };
             Box::pin(async move { Some(claims) })
         }
@@ -278,6 +330,7 @@ mod tests {
     async fn call(path: &str, token: &str) -> Code {
         let mut service = RequireBearerLayer::new(Arc::new(TwoTokens))
             .require_role(REFUND, "billing:write")
+            .require_second_factor([VOID])
             .layer(Handler);
         let request = Request::builder()
             .uri(path)
@@ -293,6 +346,15 @@ mod tests {
         assert_eq!(call(REFUND, "clerk").await, Code::PermissionDenied);
         assert_eq!(call(REFUND, "accountant").await, Code::Ok);
         assert_eq!(call(REFUND, "forged").await, Code::Unauthenticated);
+        assert_eq!(call("/shop.v1.Orders/List", "clerk").await, Code::Ok);
+    }
+
+    #[tokio::test]
+    async fn a_step_up_method_needs_a_token_with_a_second_factor() {
+        assert_eq!(call(VOID, "clerk").await, Code::PermissionDenied);
+        assert_eq!(call(VOID, "accountant").await, Code::PermissionDenied);
+        assert_eq!(call(VOID, "clerk-otp").await, Code::Ok);
+        assert_eq!(call(VOID, "forged").await, Code::Unauthenticated);
         assert_eq!(call("/shop.v1.Orders/List", "clerk").await, Code::Ok);
     }
 

@@ -57,7 +57,10 @@ mod token;
 pub use cache::{TOKEN_CACHE_CAPACITY, TokenCache};
 pub use jsonwebtoken::jwk::JwkSet;
 pub use jwks::{JwksVerifier, MIN_REFETCH_INTERVAL, VerifyError};
-pub use layer::{INVALID_TOKEN, RequireBearer, RequireBearerLayer, TokenVerifier, bearer_token};
+pub use layer::{
+    INVALID_TOKEN, RequireBearer, RequireBearerLayer, SECOND_FACTOR_REQUIRED, TokenVerifier,
+    bearer_token,
+};
 pub use reqwest::Url;
 pub use revocations::{
     DEFAULT_STALE_AFTER, Fallback, Revocations, RevocationsBuilder, WithRevocations,

@@ -733,6 +733,7 @@ mod tests {
                 sid: sid.map(str::to_owned),
                 roles: Vec::new(),
                 client_id: client_id.map(str::to_owned),
+                amr: Vec::new(),
             };
             let verified = if let Some(sid) = token.strip_prefix("user:") {
                 Some(claims(Some(sid), None))

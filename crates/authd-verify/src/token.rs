@@ -62,6 +62,10 @@ pub struct Claims {
     /// `sub` (RFC 9068).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// How the user authenticated (RFC 8176): `["pwd"]`, or `["pwd", "otp"]`
+    /// after a second factor. Empty in a service account's token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 impl Claims {
@@ -79,6 +83,12 @@ impl Claims {
     /// Whether the token carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|held| held == role)
+    }
+
+    /// Whether the user proved a second factor (`amr` holds `"otp"`) for
+    /// the session the token belongs to.
+    pub fn has_second_factor(&self) -> bool {
+        self.amr.iter().any(|method| method == "otp")
     }
 
     /// Whether the token was issued to a service account rather than a

@@ -15,6 +15,11 @@
 //! greeter:broadcast` and IssueServiceToken: that is one
 //! `require_role` on the layer.
 //!
+//! `Confide` needs a login with a second factor (step-up): one
+//! `require_second_factor` on the layer. `GREETER_SECOND_FACTOR_METHODS`
+//! lists the gRPC paths that need one, comma separated (default: Confide's;
+//! empty for none).
+//!
 //! Settings: `AUTHD_JWKS_URL` (http:// or https://), `AUTHD_JWKS_CA_FILE`
 //! (the PEM CA to trust for an https:// JWKS and gRPC URL instead of the
 //! system's roots), `AUTHD_ISSUER`, `AUTHD_AUDIENCE` (which must match
@@ -39,7 +44,8 @@ use tonic::{
 use tower::ServiceBuilder;
 
 use proto::{
-    BroadcastRequest, BroadcastResponse, GreetRequest, GreetResponse,
+    BroadcastRequest, BroadcastResponse, ConfideRequest, ConfideResponse, GreetRequest,
+    GreetResponse,
     greeter_service_server::{GreeterService, GreeterServiceServer},
 };
 
@@ -52,6 +58,9 @@ mod proto {
 /// The role Broadcast needs: the layer checks it, so the handler need not.
 const BROADCAST_ROLE: &str = "greeter:broadcast";
 const BROADCAST_PATH: &str = "/greeter.v1.GreeterService/Broadcast";
+/// What needs a second factor unless `GREETER_SECOND_FACTOR_METHODS` says
+/// otherwise.
+const CONFIDE_PATH: &str = "/greeter.v1.GreeterService/Confide";
 /// Whom the greeter greets when no token is checked at all.
 const ANONYMOUS: &str = "anonymous";
 
@@ -91,21 +100,42 @@ impl GreeterService for Greeter {
             message: format!("Hello, everyone, from {}!", self.caller(&request)?),
         }))
     }
+
+    async fn confide(
+        &self,
+        request: Request<ConfideRequest>,
+    ) -> Result<Response<ConfideResponse>, Status> {
+        Ok(Response::new(ConfideResponse {
+            message: format!("Just between us, {}.", self.caller(&request)?),
+        }))
+    }
+}
+
+/// Who checks tokens, and which methods need a second factor.
+struct Checks {
+    verifier: Arc<dyn TokenVerifier>,
+    second_factor: Vec<String>,
 }
 
 /// Serves the greeter on `listener` until `shutdown` completes. Every method
-/// needs a token that `verifier` accepts, and Broadcast also its role;
-/// without a verifier, nothing is checked.
+/// needs a token that the verifier accepts, Broadcast also its role and the
+/// second-factor methods a token with `otp`; without checks, nothing is
+/// checked.
 async fn serve(
     listener: TcpListener,
-    verifier: Option<Arc<dyn TokenVerifier>>,
+    checks: Option<Checks>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let router = match verifier {
-        Some(verifier) => Server::builder().add_service(
+    let router = match checks {
+        Some(Checks {
+            verifier,
+            second_factor,
+        }) => Server::builder().add_service(
             ServiceBuilder::new()
                 .layer(
-                    RequireBearerLayer::new(verifier).require_role(BROADCAST_PATH, BROADCAST_ROLE),
+                    RequireBearerLayer::new(verifier)
+                        .require_role(BROADCAST_PATH, BROADCAST_ROLE)
+                        .require_second_factor(second_factor),
                 )
                 .service(GreeterServiceServer::new(Greeter { no_auth: false })),
         ),
@@ -202,8 +232,17 @@ async fn main() -> anyhow::Result<()> {
     let listen: SocketAddr = listen
         .parse()
         .with_context(|| format!("GREETER_LISTEN={listen} is not an address"))?;
-    let verifier = match setting("GREETER_NO_AUTH", "")?.as_str() {
-        "" | "0" => Some(verifier().await?),
+    let second_factor = setting("GREETER_SECOND_FACTOR_METHODS", CONFIDE_PATH)?
+        .split(',')
+        .map(str::trim)
+        .filter(|path| !path.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let checks = match setting("GREETER_NO_AUTH", "")?.as_str() {
+        "" | "0" => Some(Checks {
+            verifier: verifier().await?,
+            second_factor,
+        }),
         "1" => {
             tracing::warn!(
                 "GREETER_NO_AUTH=1: EVERY REQUEST IS SERVED WITHOUT ANY TOKEN CHECK. \
@@ -217,7 +256,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on GREETER_LISTEN={listen}"))?;
     tracing::info!(address = %listen, "greeter serving gRPC");
-    serve(listener, verifier, interrupted()).await?;
+    serve(listener, checks, interrupted()).await?;
     Ok(())
 }
 
@@ -242,14 +281,15 @@ mod tests {
     use authd_client::{
         admin::v1::{CreateServiceAccountRequest, admin_service_client::AdminServiceClient},
         v1::{
-            IssueServiceTokenRequest, LoginRequest, LogoutRequest, SignupRequest,
-            auth_service_client::AuthServiceClient,
+            CompleteLoginRequest, ConfirmTotpRequest, EnrollTotpRequest, IssueServiceTokenRequest,
+            LoginRequest, LogoutRequest, SignupRequest, auth_service_client::AuthServiceClient,
         },
     };
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
     use clap::Parser;
     use secrecy::ExposeSecret;
     use tonic::{Code, transport::Channel};
+    use tonic_types::StatusExt;
 
     use super::{proto::greeter_service_client::GreeterServiceClient, *};
 
@@ -272,7 +312,11 @@ mod tests {
     ) -> GreeterServiceClient<Channel> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        tokio::spawn(serve(listener, verifier, std::future::pending()));
+        let checks = verifier.map(|verifier| Checks {
+            verifier,
+            second_factor: vec![CONFIDE_PATH.to_owned()],
+        });
+        tokio::spawn(serve(listener, checks, std::future::pending()));
         GreeterServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect")
@@ -329,9 +373,12 @@ mod tests {
         }
     }
 
+    const EMAIL: &str = "ada@example.com";
+    const PASSWORD: &str = "correct horse battery";
+
     /// A user's access token: no roles.
     async fn user_token(auth: &mut AuthServiceClient<Channel>) -> (String, String) {
-        let (email, password) = ("ada@example.com", "correct horse battery");
+        let (email, password) = (EMAIL, PASSWORD);
         let user = auth
             .signup(SignupRequest {
                 email: email.into(),
@@ -412,6 +459,92 @@ mod tests {
         assert_eq!(status.code(), Code::Unauthenticated);
 
         server.abort();
+    }
+
+    /// The TOTP code of `secret` (base32) `steps` steps from now; authd
+    /// accepts one step either way.
+    fn code(secret: &str, steps: u64) -> String {
+        let totp = totp_rs::Builder::new()
+            .with_secret(totp_rs::Secret::try_from_base32(secret).expect("base32"))
+            .build()
+            .expect("totp");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        totp.generate(now + 30 * steps).to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn confide_needs_a_second_factor_in_the_token() {
+        let authd = authd().await;
+        let mut auth = AuthServiceClient::connect(format!("http://{}", authd.addr))
+            .await
+            .expect("connect");
+        let (user_id, password_token) = user_token(&mut auth).await;
+        let mut client = greeter(authd.addr, "authd").await;
+
+        let refused = client
+            .confide(with_bearer(ConfideRequest {}, &password_token))
+            .await
+            .expect_err("a password-only token");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        let info = refused.get_error_details().error_info().cloned();
+        assert_eq!(
+            info.map(|info| info.reason).as_deref(),
+            Some(authd_verify::SECOND_FACTOR_REQUIRED)
+        );
+        assert!(greet(&mut client, Some(&password_token)).await.is_ok());
+
+        let secret = auth
+            .enroll_totp(with_bearer(
+                EnrollTotpRequest {
+                    current_password: PASSWORD.into(),
+                },
+                &password_token,
+            ))
+            .await
+            .expect("enroll")
+            .into_inner()
+            .secret;
+        auth.confirm_totp(with_bearer(
+            ConfirmTotpRequest {
+                code: code(&secret, 0),
+            },
+            &password_token,
+        ))
+        .await
+        .expect("confirm");
+        let challenge = auth
+            .login(LoginRequest {
+                email: EMAIL.into(),
+                password: PASSWORD.into(),
+                device_label: String::new(),
+            })
+            .await
+            .expect("login")
+            .into_inner()
+            .mfa_challenge
+            .expect("a challenge");
+        let otp_token = auth
+            .complete_login(CompleteLoginRequest {
+                mfa_token: challenge.mfa_token,
+                code: code(&secret, 1),
+            })
+            .await
+            .expect("complete")
+            .into_inner()
+            .access_token;
+
+        let confided = client
+            .confide(with_bearer(ConfideRequest {}, &otp_token))
+            .await
+            .expect("an otp token")
+            .into_inner()
+            .message;
+        assert_eq!(confided, format!("Just between us, {user_id}."));
+        assert!(greet(&mut client, Some(&otp_token)).await.is_ok());
+        authd.server.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,6 +165,13 @@ impl AdminService for AdminApi {
         users::set_password(self, request).await
     }
 
+    async fn reset_user_totp(
+        &self,
+        request: Request<pb::ResetUserTotpRequest>,
+    ) -> Result<Response<pb::ResetUserTotpResponse>, Status> {
+        users::reset_user_totp(self, request).await
+    }
+
     async fn list_user_sessions(
         &self,
         request: Request<pb::ListUserSessionsRequest>,

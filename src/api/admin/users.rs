@@ -263,6 +263,16 @@ pub(super) async fn set_password(
     Ok(Response::new(pb::SetPasswordResponse {}))
 }
 
+pub(super) async fn reset_user_totp(
+    api: &AdminApi,
+    request: Request<pb::ResetUserTotpRequest>,
+) -> Result<Response<pb::ResetUserTotpResponse>, Status> {
+    let caller = api.caller(&request).await?;
+    let id = required_id("id", &request.get_ref().id)?;
+    api.admin.reset_totp(caller.by(), id).await?;
+    Ok(Response::new(pb::ResetUserTotpResponse {}))
+}
+
 pub(super) async fn list_user_sessions(
     api: &AdminApi,
     request: Request<pb::ListUserSessionsRequest>,

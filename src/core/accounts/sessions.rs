@@ -106,8 +106,9 @@ impl Accounts {
     }
 
     /// Deletes, now and every few minutes, forever, refresh tokens expired
-    /// and sessions ended longer than the retention ago, and revocations
-    /// whose sessions' tokens have all expired. A session has ended
+    /// and sessions ended longer than the retention ago, revocations
+    /// whose sessions' tokens have all expired, and expired Login
+    /// challenges. A session has ended
     /// when it was revoked, went idle, reached its maximum age or its last
     /// refresh token expired (a refresh token lives `refresh_ttl` from the
     /// session's last use). Every replica may run it at once: each deletes
@@ -144,8 +145,16 @@ impl Accounts {
         {
             return;
         }
-        drain("expired revocations", || {
+        if !drain("expired revocations", || {
             self.db.delete_expired_revocations(Utc::now(), TIDY_BATCH)
+        })
+        .await
+        {
+            return;
+        }
+        drain("expired second-factor challenges", || {
+            self.db
+                .delete_expired_mfa_challenges(Utc::now(), TIDY_BATCH)
         })
         .await;
     }

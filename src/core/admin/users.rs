@@ -255,6 +255,18 @@ impl Admin {
         .map(drop)
     }
 
+    /// Removes the user's TOTP, recovery codes and pending Login challenges,
+    /// for a user who lost their authenticator: the next Login asks for the
+    /// password only. Their sessions are kept.
+    pub(crate) async fn reset_totp(&self, by: By<'_>, id: Uuid) -> Result<(), Error> {
+        if self.db.find_user(id).await?.is_none() {
+            return Err(not_found());
+        }
+        let By { actor, origin } = by;
+        let event = AuditEvent::new(EventType::TotpReset, actor, origin).user(id);
+        self.db.reset_totp(id, event).await
+    }
+
     /// The user's live sessions, newest first, judged by the same limits
     /// as the user's own ListSessions.
     pub(crate) async fn user_sessions(&self, id: Uuid) -> Result<Vec<SessionInfo>, Error> {
