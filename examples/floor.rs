@@ -17,12 +17,14 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use authd::api::proto::{
-    ChangePasswordRequest, ChangePasswordResponse, GetMeRequest, GetMeResponse,
-    IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
-    IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
-    LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
-    RevokeSessionRequest, RevokeSessionResponse, SignupRequest, SignupResponse, User,
-    WatchRevocationsRequest, WatchRevocationsResponse,
+    ChangePasswordRequest, ChangePasswordResponse, CompleteLoginRequest, CompleteLoginResponse,
+    ConfirmTotpRequest, ConfirmTotpResponse, DisableTotpRequest, DisableTotpResponse,
+    EnrollTotpRequest, EnrollTotpResponse, GetMeRequest, GetMeResponse, IntrospectTokenRequest,
+    IntrospectTokenResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
+    ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
+    LogoutResponse, RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
+    RegenerateRecoveryCodesResponse, RevokeSessionRequest, RevokeSessionResponse, SignupRequest,
+    SignupResponse, User, WatchRevocationsRequest, WatchRevocationsResponse,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use clap::Parser;
@@ -60,6 +62,41 @@ impl AuthService for Floor {
     }
 
     async fn login(&self, _: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn complete_login(
+        &self,
+        _: Request<CompleteLoginRequest>,
+    ) -> Result<Response<CompleteLoginResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn enroll_totp(
+        &self,
+        _: Request<EnrollTotpRequest>,
+    ) -> Result<Response<EnrollTotpResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn confirm_totp(
+        &self,
+        _: Request<ConfirmTotpRequest>,
+    ) -> Result<Response<ConfirmTotpResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn disable_totp(
+        &self,
+        _: Request<DisableTotpRequest>,
+    ) -> Result<Response<DisableTotpResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn regenerate_recovery_codes(
+        &self,
+        _: Request<RegenerateRecoveryCodesRequest>,
+    ) -> Result<Response<RegenerateRecoveryCodesResponse>, Status> {
         Err(unimplemented())
     }
 

@@ -445,6 +445,7 @@ mod tests {
             user_id: Uuid::now_v7(),
             session_id: Uuid::now_v7(),
             session_ends: Some(session_ends),
+            amr: Amr::Password,
         };
         let issued = tokens.issue(subject, &Roles::default()).expect("issue");
         let claims = tokens.verify(issued.token.expose_secret()).expect("verify");

@@ -94,7 +94,7 @@ async fn confirm(app: &TestApp, token: &str, code: &str) -> Result<Vec<String>, 
     Ok(response.into_inner().recovery_codes)
 }
 
-async fn challenge(app: &TestApp, email: &str) -> MfaChallenge {
+async fn login_challenge(app: &TestApp, email: &str) -> MfaChallenge {
     let login = app.login(email, PASSWORD).await.expect("login");
     assert!(login.access_token.is_empty() && login.refresh_token.is_empty());
     login.mfa_challenge.expect("a challenge")
@@ -157,7 +157,7 @@ async fn a_second_factor_from_enrollment_to_login(backend: Backend) {
     assert_eq!(status.code(), Code::FailedPrecondition);
 
     app.logout(&token, false).await.expect("logout");
-    let challenge = challenge(&app, email).await;
+    let challenge = login_challenge(&app, email).await;
     assert_eq!(challenge.methods, ["totp", "recovery_code"]);
     assert_eq!(challenge.expires_in, 300);
     let next = app_code(&uri, email, 1);
@@ -182,7 +182,7 @@ async fn a_second_factor_from_enrollment_to_login(backend: Backend) {
         complete(&app, &challenge.mfa_token, &recovery[0]).await,
         "a spent challenge",
     );
-    let again = challenge(&app, email).await;
+    let again = login_challenge(&app, email).await;
     assert_refused(
         complete(&app, &again.mfa_token, &next).await,
         "a replayed code",
@@ -194,7 +194,7 @@ async fn a_second_factor_from_enrollment_to_login(backend: Backend) {
         jwt_claims(&by_recovery.access_token)["amr"],
         serde_json::json!(["pwd", "otp"])
     );
-    let third = challenge(&app, email).await;
+    let third = login_challenge(&app, email).await;
     assert_refused(
         complete(&app, &third.mfa_token, &recovery[0]).await,
         "a used recovery code",
@@ -209,7 +209,7 @@ async fn wrong_codes_count_toward_the_account_lockout(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let email = "mallory@example.com";
     let (_, enrolled, _) = user_with_totp(&app, email).await;
-    let challenge = challenge(&app, email).await;
+    let challenge = login_challenge(&app, email).await;
     let far = app_codes(&enrolled.otpauth_uri, email, &[10, 11, 12, 13, 14, 15]);
     let mut locked = None;
     for code in &far {
@@ -247,7 +247,7 @@ async fn codes_are_regenerated_and_totp_disabled_or_reset(backend: Backend) {
         .into_inner()
         .recovery_codes;
     assert_eq!(new_codes.len(), 10);
-    let challenge = challenge(&app, email).await;
+    let challenge = login_challenge(&app, email).await;
     assert_refused(
         complete(&app, &challenge.mfa_token, &old_codes[0]).await,
         "an old code",
@@ -285,7 +285,7 @@ async fn codes_are_regenerated_and_totp_disabled_or_reset(backend: Backend) {
     confirm(&app, &token, &app_code(&enrolled.otpauth_uri, email, 0))
         .await
         .expect("confirm");
-    challenge(&app, email).await;
+    login_challenge(&app, email).await;
     let user_id = app.get_me(&login.access_token).await.expect("me").id;
     let reset = |token: &str| {
         authorized(

@@ -76,7 +76,10 @@ redacting_debug!(admin::v1, CreateApiKeyResponse { key_id } secret { api_key });
 
 #[cfg(test)]
 mod tests {
-    use super::v1::{ChangePasswordRequest, LoginRequest, LoginResponse, SignupRequest};
+    use super::v1::{
+        ChangePasswordRequest, ConfirmTotpResponse, LoginRequest, LoginResponse, MfaChallenge,
+        SignupRequest,
+    };
 
     #[test]
     fn debug_hides_passwords() {
@@ -103,9 +106,23 @@ mod tests {
             token_type: "Bearer".into(),
             expires_in: 900,
             refresh_token: "refreshsecret".into(),
+            mfa_challenge: Some(MfaChallenge {
+                mfa_token: "mfasecret".into(),
+                methods: vec!["totp".into()],
+                expires_in: 300,
+            }),
         };
-        let printed = format!("{signup:?} {login:?}");
-        for secret in ["hunter2", "eyJsecret", "refreshsecret"] {
+        let codes = ConfirmTotpResponse {
+            recovery_codes: vec!["RECOVERYSECRET".into()],
+        };
+        let printed = format!("{signup:?} {login:?} {codes:?}");
+        for secret in [
+            "hunter2",
+            "eyJsecret",
+            "refreshsecret",
+            "mfasecret",
+            "RECOVERYSECRET",
+        ] {
             assert!(!printed.contains(secret), "{printed}");
         }
         assert!(printed.contains("a@example.com"));
