@@ -12,14 +12,19 @@ use authd_client::{
 };
 use tonic::{Code, Status};
 
+use std::sync::Arc;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+
 use crate::support::{
-    Backend, PASSWORD, TestApp, authorized, backend_tests, jwt_claims, venv, violations,
+    Backend, PASSWORD, TestApp, TestDb, authorized, backend_tests, jwt_claims, venv, violations,
 };
 
 backend_tests!(
     a_second_factor_from_enrollment_to_login,
     wrong_codes_count_toward_the_account_lockout,
     codes_are_regenerated_and_totp_disabled_or_reset,
+    secrets_are_sealed_under_the_key_encryption_key,
 );
 
 /// The codes an authenticator app holding `uri` shows `steps` steps from
@@ -310,4 +315,44 @@ async fn codes_are_regenerated_and_totp_disabled_or_reset(backend: Backend) {
         .expect("reset");
     let login = app.login(email, PASSWORD).await.expect("login");
     assert!(login.mfa_challenge.is_none() && !login.access_token.is_empty());
+
+    for (kind, count) in [
+        ("totp.enrolled", 2),
+        ("totp.enabled", 2),
+        ("recovery_codes.regenerated", 1),
+        ("recovery_code.used", 2),
+        ("totp.disabled", 1),
+        ("totp.reset", 1),
+    ] {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM audit_events WHERE event_type = '{kind}' \
+             AND user_id = '{user_id}'"
+        );
+        assert_eq!(app.db.count(&sql).await, count, "{kind}");
+    }
+}
+
+async fn secrets_are_sealed_under_the_key_encryption_key(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    let kek = db.dir().join("kek");
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("random");
+    std::fs::write(&kek, STANDARD.encode(key)).expect("write KEK");
+    let kek = kek.to_str().expect("utf-8 path");
+    let app = TestApp::spawn_on(db, &["--key-encryption-key-file", kek]).await;
+    let email = "ivan@example.com";
+    let (_, enrolled, _) = user_with_totp(&app, email).await;
+    let stored =
+        |condition: &str| format!("SELECT COUNT(*) AS n FROM totp_secrets WHERE {condition}");
+    assert_eq!(
+        app.db.count(&stored("secret LIKE 'authd-kek-v1:%'")).await,
+        1
+    );
+    let plaintext = stored(&format!("secret LIKE '%{}%'", enrolled.secret));
+    assert_eq!(app.db.count(&plaintext).await, 0);
+    let challenge = login_challenge(&app, email).await;
+    let code = app_code(&enrolled.otpauth_uri, email, 1);
+    complete(&app, &challenge.mfa_token, &code)
+        .await
+        .expect("the sealed secret checks codes");
 }
