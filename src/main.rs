@@ -52,8 +52,8 @@ async fn main() -> ExitCode {
             .map(|outcome| println!("{outcome}")),
         Command::Keys(KeysCommand::Rewrap) => authd::rewrap_keys(&config).await.map(|rewrapped| {
             println!(
-                "encrypted {} signing keys under key-encryption key {}",
-                rewrapped.count, rewrapped.kek_id
+                "encrypted {} signing keys and {} TOTP secrets under key-encryption key {}",
+                rewrapped.count, rewrapped.totp_secrets, rewrapped.kek_id
             );
         }),
         Command::ServiceAccounts(ServiceAccountsCommand::Create { name, roles }) => {

@@ -207,17 +207,23 @@ pub(crate) fn service_token(token: &AccessToken) -> proto::IssueServiceTokenResp
     }
 }
 
-impl From<SessionTokens> for proto::RefreshResponse {
-    fn from(tokens: SessionTokens) -> Self {
-        let login = proto::LoginResponse::from(tokens);
-        Self {
-            access_token: login.access_token,
-            token_type: login.token_type,
-            expires_in: login.expires_in,
-            refresh_token: login.refresh_token,
+/// Refresh and CompleteLogin answer with LoginResponse's token fields.
+macro_rules! session_tokens_response {
+    ($($response:ty),+) => {$(
+        impl From<SessionTokens> for $response {
+            fn from(tokens: SessionTokens) -> Self {
+                let login = proto::LoginResponse::from(tokens);
+                Self {
+                    access_token: login.access_token,
+                    token_type: login.token_type,
+                    expires_in: login.expires_in,
+                    refresh_token: login.refresh_token,
+                }
+            }
         }
-    }
+    )+};
 }
+session_tokens_response!(proto::RefreshResponse, proto::CompleteLoginResponse);
 
 /// What IntrospectToken answers: the claims of an active token, or only
 /// `active: false`.

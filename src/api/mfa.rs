@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{convert::Violations, proto};
 use crate::{
-    core::accounts::{LoginOutcome, MfaChallenge, SessionTokens},
+    core::accounts::{LoginOutcome, MfaChallenge},
     core::totp::Enrollment,
     domain::{
         Error, Password,
@@ -72,18 +72,6 @@ impl From<MfaChallenge> for proto::MfaChallenge {
             mfa_token: challenge.token.encode(),
             methods: METHODS.map(str::to_owned).to_vec(),
             expires_in: i64::try_from(challenge.expires_in.as_secs()).unwrap_or(i64::MAX),
-        }
-    }
-}
-
-impl From<SessionTokens> for proto::CompleteLoginResponse {
-    fn from(tokens: SessionTokens) -> Self {
-        let login = proto::LoginResponse::from(tokens);
-        Self {
-            access_token: login.access_token,
-            token_type: login.token_type,
-            expires_in: login.expires_in,
-            refresh_token: login.refresh_token,
         }
     }
 }

@@ -196,6 +196,7 @@ fn stored_event(key: &KeyPair, generation: i64) -> AuditEvent {
 /// What `authd keys rewrap` did.
 pub struct Rewrapped {
     pub count: usize,
+    pub totp_secrets: usize,
     pub kek_id: String,
 }
 
@@ -203,6 +204,8 @@ pub struct Rewrapped {
 /// whichever configured KEK sealed it (or none, for plaintext rows): this
 /// encrypts existing plaintext keys and moves keys off a previous KEK. One
 /// transaction, so a crash leaves all rows as they were or all rewrapped.
+/// Then users' TOTP secrets, likewise in one transaction of their own: the
+/// previous KEK can go once both are done.
 pub(crate) async fn rewrap(db: &Database, keks: &Keks) -> anyhow::Result<Rewrapped> {
     let kek_id = keks
         .current_id()
@@ -214,7 +217,17 @@ pub(crate) async fn rewrap(db: &Database, keks: &Keks) -> anyhow::Result<Rewrapp
             keks.seal(&key.kid, pem.expose_secret())
         })
         .await?;
-    Ok(Rewrapped { count, kek_id })
+    let totp_secrets = db
+        .rewrap_totp_secrets(|user_id, stored| {
+            let secret = keks.open_totp(user_id, stored)?;
+            keks.seal_totp(user_id, secret.expose_secret())
+        })
+        .await?;
+    Ok(Rewrapped {
+        count,
+        totp_secrets,
+        kek_id,
+    })
 }
 
 /// Reloads the keyring every refresh interval, rotating first when the

@@ -100,17 +100,23 @@ impl Database {
                 Ok(stored.len())
             })
             .await);
-        outcome.map_err(|failure| match failure {
-            RewrapFailure::Query(error) => query_error(error),
-            RewrapFailure::Rewrap(error) => error,
-        })
+        outcome.map_err(Error::from)
     }
 }
 
 /// Why a rewrap transaction rolled back.
-enum RewrapFailure {
+pub(super) enum RewrapFailure {
     Query(QueryError),
     Rewrap(Error),
+}
+
+impl From<RewrapFailure> for Error {
+    fn from(failure: RewrapFailure) -> Self {
+        match failure {
+            RewrapFailure::Query(error) => query_error(error),
+            RewrapFailure::Rewrap(error) => error,
+        }
+    }
 }
 
 impl From<QueryError> for RewrapFailure {

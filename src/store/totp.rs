@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{
     Database,
     audit::AppendAudit,
+    keys::RewrapFailure,
     query_error, run_detached,
     schema::{mfa_challenges, recovery_codes, totp_secrets, users},
     with_conn,
@@ -353,6 +354,34 @@ impl Database {
             })
         })
         .transpose()
+    }
+
+    /// Replaces every stored TOTP secret with what `rewrap` makes of it, in
+    /// one transaction; the count rewrapped.
+    pub(crate) async fn rewrap_totp_secrets(
+        &self,
+        rewrap: impl Fn(Uuid, &str) -> Result<String, Error> + Sync,
+    ) -> Result<usize, Error> {
+        let rewrap = &rewrap;
+        let outcome = with_conn!(self, |conn| conn
+            .transaction::<_, RewrapFailure, _>(async |conn| {
+                let stored: Vec<(String, String)> = totp_secrets::table
+                    .select((totp_secrets::user_id, totp_secrets::secret))
+                    .load(conn)
+                    .await?;
+                for (user_id, secret) in &stored {
+                    let parsed = Uuid::parse_str(user_id)
+                        .map_err(|error| RewrapFailure::Rewrap(Error::internal(error)))?;
+                    let sealed = rewrap(parsed, secret).map_err(RewrapFailure::Rewrap)?;
+                    diesel::update(totp_secrets::table.find(user_id))
+                        .set(totp_secrets::secret.eq(sealed))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(stored.len())
+            })
+            .await);
+        outcome.map_err(Error::from)
     }
 
     /// Deletes up to `batch` challenges that expired before `before`.

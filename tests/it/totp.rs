@@ -334,25 +334,42 @@ async fn codes_are_regenerated_and_totp_disabled_or_reset(backend: Backend) {
 
 async fn secrets_are_sealed_under_the_key_encryption_key(backend: Backend) {
     let db = Arc::new(TestDb::new(backend).await);
+    let stored =
+        |condition: &str| format!("SELECT COUNT(*) AS n FROM totp_secrets WHERE {condition}");
+    let sealed = stored("secret LIKE 'authd-kek-v1:%'");
+    let app = TestApp::spawn_on(Arc::clone(&db), &[]).await;
+    let (_, plain, _) = user_with_totp(&app, "ivan@example.com").await;
+    let in_the_clear = stored(&format!("secret = '{}'", plain.secret));
+    assert_eq!(db.count(&in_the_clear).await, 1, "no KEK: plaintext");
+    app.stop().await;
+
     let kek = db.dir().join("kek");
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).expect("random");
     std::fs::write(&kek, STANDARD.encode(key)).expect("write KEK");
-    let kek = kek.to_str().expect("utf-8 path");
-    let app = TestApp::spawn_on(db, &["--key-encryption-key-file", kek]).await;
-    let email = "ivan@example.com";
-    let (_, enrolled, _) = user_with_totp(&app, email).await;
-    let stored =
-        |condition: &str| format!("SELECT COUNT(*) AS n FROM totp_secrets WHERE {condition}");
-    assert_eq!(
-        app.db.count(&stored("secret LIKE 'authd-kek-v1:%'")).await,
-        1
-    );
-    let plaintext = stored(&format!("secret LIKE '%{}%'", enrolled.secret));
-    assert_eq!(app.db.count(&plaintext).await, 0);
-    let challenge = login_challenge(&app, email).await;
-    let code = app_code(&enrolled.otpauth_uri, email, 1);
-    complete(&app, &challenge.mfa_token, &code)
+    let kek = kek.to_str().expect("utf-8 path").to_owned();
+    let mut rewrap = std::process::Command::new(env!("CARGO_BIN_EXE_authd"));
+    rewrap
+        .args(["keys", "rewrap", "--key-encryption-key-file", &kek])
+        .args(["--database-url", &db.url])
+        .env("RUST_LOG", "warn");
+    let output = tokio::task::spawn_blocking(move || rewrap.output().expect("authd keys rewrap"))
         .await
-        .expect("the sealed secret checks codes");
+        .expect("join");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(db.count(&in_the_clear).await, 0);
+    assert_eq!(db.count(&sealed).await, 1);
+
+    let app = TestApp::spawn_on(Arc::clone(&db), &["--key-encryption-key-file", &kek]).await;
+    let (_, enrolled, _) = user_with_totp(&app, "judy@example.com").await;
+    assert_eq!(db.count(&sealed).await, 2, "enrolled under the KEK: sealed");
+    for (email, uri) in [
+        ("ivan@example.com", &plain.otpauth_uri),
+        ("judy@example.com", &enrolled.otpauth_uri),
+    ] {
+        let challenge = login_challenge(&app, email).await;
+        complete(&app, &challenge.mfa_token, &app_code(uri, email, 1))
+            .await
+            .expect("the sealed secret checks codes");
+    }
 }

@@ -220,11 +220,8 @@ impl Accounts {
         if self.hasher.verify(slot, given, Some(&stored.hash)).await? {
             return Ok(());
         }
-        self.limits.login_failed();
-        self.db
-            .record(vec![failure(user, origin, "wrong_password")])
-            .await?;
-        Err(Error::WrongPassword)
+        self.failed_attempt(user, origin, "wrong_password", Error::WrongPassword)
+            .await
     }
 
     /// Spends `code` of the user's active TOTP, doing `after` in the same
@@ -266,11 +263,28 @@ impl Accounts {
         if spent {
             return Ok(());
         }
+        self.failed_attempt(user, origin, "invalid_code", Error::InvalidSecondFactor)
+            .await
+    }
+
+    /// Counts and records a failed login of the user for `reason`, and
+    /// answers `error`; the attempt stays reserved.
+    async fn failed_attempt(
+        &self,
+        user: &User,
+        origin: &Origin,
+        reason: &str,
+        error: Error,
+    ) -> Result<(), Error> {
         self.limits.login_failed();
         self.db
-            .record(vec![failure(user, origin, "invalid_code")])
+            .record(vec![
+                AuditEvent::new(EventType::LoginFailed, Actor::Anonymous, origin)
+                    .user(user.id)
+                    .detail("reason", reason),
+            ])
             .await?;
-        Err(Error::InvalidSecondFactor)
+        Err(error)
     }
 
     /// Reserves one attempt of the account's login budget; a locked account
@@ -301,12 +315,6 @@ impl Accounts {
             .user(user.id)
             .session(claims.session_id()?))
     }
-}
-
-fn failure(user: &User, origin: &Origin, reason: &str) -> AuditEvent {
-    AuditEvent::new(EventType::LoginFailed, Actor::Anonymous, origin)
-        .user(user.id)
-        .detail("reason", reason)
 }
 
 /// Unix seconds; a clock before 1970 reads as 1970, where no code matches.
