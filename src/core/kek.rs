@@ -24,7 +24,6 @@ use chacha20poly1305::{
 };
 use secrecy::{ExposeSecret, SecretBox, SecretString, zeroize::Zeroizing};
 use sha2::{Digest, Sha256};
-
 use uuid::Uuid;
 
 use crate::domain::Error;
