@@ -18,13 +18,16 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use authd::api::proto::{
     ChangePasswordRequest, ChangePasswordResponse, CompleteLoginRequest, CompleteLoginResponse,
-    ConfirmTotpRequest, ConfirmTotpResponse, DisableTotpRequest, DisableTotpResponse,
-    EnrollTotpRequest, EnrollTotpResponse, GetMeRequest, GetMeResponse, IntrospectTokenRequest,
-    IntrospectTokenResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
-    ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
-    RegenerateRecoveryCodesResponse, RevokeSessionRequest, RevokeSessionResponse, SignupRequest,
-    SignupResponse, User, WatchRevocationsRequest, WatchRevocationsResponse,
+    ConfirmEmailChangeRequest, ConfirmEmailChangeResponse, ConfirmTotpRequest, ConfirmTotpResponse,
+    DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse, GetMeRequest,
+    GetMeResponse, IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
+    IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
+    LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+    RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RequestEmailChangeRequest,
+    RequestEmailChangeResponse, RevokeSessionRequest, RevokeSessionResponse,
+    SendVerificationEmailRequest, SendVerificationEmailResponse, SignupRequest, SignupResponse,
+    User, VerifyEmailRequest, VerifyEmailResponse, WatchRevocationsRequest,
+    WatchRevocationsResponse,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use clap::Parser;
@@ -160,6 +163,34 @@ impl AuthService for Floor {
         &self,
         _: Request<WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn send_verification_email(
+        &self,
+        _: Request<SendVerificationEmailRequest>,
+    ) -> Result<Response<SendVerificationEmailResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn verify_email(
+        &self,
+        _: Request<VerifyEmailRequest>,
+    ) -> Result<Response<VerifyEmailResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn request_email_change(
+        &self,
+        _: Request<RequestEmailChangeRequest>,
+    ) -> Result<Response<RequestEmailChangeResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn confirm_email_change(
+        &self,
+        _: Request<ConfirmEmailChangeRequest>,
+    ) -> Result<Response<ConfirmEmailChangeResponse>, Status> {
         Err(unimplemented())
     }
 }

@@ -113,6 +113,7 @@ impl Application {
             hasher,
             Arc::clone(&tokens),
             AccountParts {
+                settings: config.accounts,
                 limits: limits.clone(),
                 sessions: config.sessions,
                 revocations: revocations.clone(),

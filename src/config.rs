@@ -10,7 +10,7 @@ use url::Url;
 use crate::{
     api::listener::ListenerSettings,
     api::well_known::is_public_base,
-    core::accounts::SessionSettings,
+    core::accounts::{AccountSettings, SessionSettings},
     core::audit::AuditSettings,
     core::kek::KekSettings,
     core::keys::KeySettings,
@@ -315,6 +315,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(4..=31), global = true)]
     pub(crate) bcrypt_cost: u32,
 
+    /// Login refuses an account whose email is not verified (FAILED_PRECONDITION
+    /// "email not verified"), and Signup answers a taken email like a new
+    /// one, so it no longer tells who has an account.
+    #[arg(long, env = "AUTHD_REQUIRE_VERIFIED_EMAIL", default_value_t = false,
+          action = clap::ArgAction::Set, global = true)]
+    pub(crate) require_verified_email: bool,
+
     /// Shortest password accepted at signup, in characters (8 to 72).
     #[arg(long, env = "AUTHD_PASSWORD_MIN_LENGTH", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(8..=PASSWORD_MAX_BYTES as i64), global = true)]
@@ -446,6 +453,7 @@ pub struct Config {
     pub(crate) limits: LimitSettings,
     pub(crate) hash_queue: Option<usize>,
     pub(crate) token_ttl: Duration,
+    pub(crate) accounts: AccountSettings,
     pub(crate) sessions: SessionSettings,
     pub(crate) audit: AuditSettings,
     pub(crate) revocations: RevocationSettings,
@@ -502,6 +510,9 @@ impl TryFrom<Settings> for Config {
             },
             hash_queue: settings.hash_queue,
             token_ttl: settings.token_ttl,
+            accounts: AccountSettings {
+                require_verified_email: settings.require_verified_email,
+            },
             sessions: SessionSettings {
                 refresh_ttl: settings.refresh_ttl,
                 reuse_grace: settings.refresh_reuse_grace,

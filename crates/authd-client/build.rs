@@ -4,7 +4,7 @@
 /// The messages that carry passwords or tokens. Their generated `Debug` is
 /// skipped for one that redacts them (`src/lib.rs`), so none can leak into a
 /// log, on the server (which uses these types) or in a client.
-const SECRET_MESSAGES: [&str; 23] = [
+const SECRET_MESSAGES: [&str; 26] = [
     "auth.v1.SignupRequest",
     "auth.v1.LoginRequest",
     "auth.v1.LoginResponse",
@@ -24,6 +24,9 @@ const SECRET_MESSAGES: [&str; 23] = [
     "auth.v1.DisableTotpRequest",
     "auth.v1.RegenerateRecoveryCodesRequest",
     "auth.v1.RegenerateRecoveryCodesResponse",
+    "auth.v1.VerifyEmailRequest",
+    "auth.v1.RequestEmailChangeRequest",
+    "auth.v1.ConfirmEmailChangeRequest",
     "auth.admin.v1.CreateUserRequest",
     "auth.admin.v1.SetPasswordRequest",
     "auth.admin.v1.CreateServiceAccountResponse",

@@ -10,13 +10,17 @@ use tower::Layer;
 
 use crate::core::tokens::Tokens;
 
-const PUBLIC_METHODS: [&str; 6] = [
+const PUBLIC_METHODS: [&str; 8] = [
     "/auth.v1.AuthService/Signup",
     "/auth.v1.AuthService/Login",
     "/auth.v1.AuthService/CompleteLogin",
     "/auth.v1.AuthService/Refresh",
     "/auth.v1.AuthService/IntrospectToken",
     "/auth.v1.AuthService/IssueServiceToken",
+    // The token in the request proves who asks: the link may be opened on
+    // a device where the user is not logged in.
+    "/auth.v1.AuthService/VerifyEmail",
+    "/auth.v1.AuthService/ConfirmEmailChange",
 ];
 
 /// Requires a token on every AuthService method but the public ones.

@@ -52,13 +52,16 @@ pub mod proto {
 
 use proto::{
     ChangePasswordRequest, ChangePasswordResponse, CompleteLoginRequest, CompleteLoginResponse,
-    ConfirmTotpRequest, ConfirmTotpResponse, DisableTotpRequest, DisableTotpResponse,
-    EnrollTotpRequest, EnrollTotpResponse, GetMeRequest, GetMeResponse, IntrospectTokenRequest,
-    IntrospectTokenResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
-    ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
-    RegenerateRecoveryCodesResponse, RevokeSessionRequest, RevokeSessionResponse, SignupRequest,
-    SignupResponse, WatchRevocationsRequest, auth_service_server::AuthService,
+    ConfirmEmailChangeRequest, ConfirmEmailChangeResponse, ConfirmTotpRequest, ConfirmTotpResponse,
+    DisableTotpRequest, DisableTotpResponse, EnrollTotpRequest, EnrollTotpResponse, GetMeRequest,
+    GetMeResponse, IntrospectTokenRequest, IntrospectTokenResponse, IssueServiceTokenRequest,
+    IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
+    LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+    RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RequestEmailChangeRequest,
+    RequestEmailChangeResponse, RevokeSessionRequest, RevokeSessionResponse,
+    SendVerificationEmailRequest, SendVerificationEmailResponse, SignupRequest, SignupResponse,
+    VerifyEmailRequest, VerifyEmailResponse, WatchRevocationsRequest,
+    auth_service_server::AuthService,
 };
 
 /// The longest `x-request-id` recorded in the audit trail; the access log
@@ -316,5 +319,38 @@ impl AuthService for AuthApi {
         let cursor = revocations::cursor(&request.get_ref().cursor)?;
         let entries = self.revocations.watch(cursor)?;
         Ok(Response::new(revocations::entries(entries)))
+    }
+
+    async fn send_verification_email(
+        &self,
+        request: Request<SendVerificationEmailRequest>,
+    ) -> Result<Response<SendVerificationEmailResponse>, Status> {
+        claims(&request)?;
+        Err(Error::MailNotConfigured.into())
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<VerifyEmailRequest>,
+    ) -> Result<Response<VerifyEmailResponse>, Status> {
+        convert::required("token", &request.get_ref().token)?;
+        Err(Error::MailNotConfigured.into())
+    }
+
+    async fn request_email_change(
+        &self,
+        request: Request<RequestEmailChangeRequest>,
+    ) -> Result<Response<RequestEmailChangeResponse>, Status> {
+        claims(&request)?;
+        convert::email_change(request.into_inner())?;
+        Err(Error::MailNotConfigured.into())
+    }
+
+    async fn confirm_email_change(
+        &self,
+        request: Request<ConfirmEmailChangeRequest>,
+    ) -> Result<Response<ConfirmEmailChangeResponse>, Status> {
+        convert::required("token", &request.get_ref().token)?;
+        Err(Error::MailNotConfigured.into())
     }
 }

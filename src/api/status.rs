@@ -37,6 +37,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(what) => Status::already_exists(what),
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
             Error::AccountDisabled => Status::permission_denied("account disabled"),
+            Error::EmailNotVerified => Status::failed_precondition("email not verified"),
             Error::PermissionDenied(who_may) => Status::permission_denied(who_may),
             Error::InvalidApiKey => Status::unauthenticated("invalid API key"),
             Error::TooManyWatches => {
@@ -51,6 +52,9 @@ impl From<Error> for Status {
             ),
             Error::InvalidSecondFactor => Status::unauthenticated(INVALID_SECOND_FACTOR),
             Error::TotpState(what) => Status::failed_precondition(what),
+            Error::MailNotConfigured => {
+                Status::failed_precondition("email delivery is not configured")
+            }
             Error::PasswordChanged => Status::aborted(
                 "the password was changed by another request meanwhile; nothing was changed",
             ),

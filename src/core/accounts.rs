@@ -10,7 +10,7 @@ mod signups;
 use std::{sync::Arc, time::Duration};
 
 use authd_verify::Claims;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
     domain::Error,
     domain::PasswordHash,
     domain::{
-        Credentials, NewUser, Password, Roles, User,
+        Credentials, Email, NewUser, Password, Roles, User, Username,
         audit::{Actor, AuditEvent, EventType, Origin},
         mfa::Amr,
         session::Device,
@@ -46,6 +46,17 @@ pub(crate) struct SessionSettings {
     pub(crate) retention: Duration,
 }
 
+/// What an account must have proven before it may log in, and so what
+/// Signup may tell about an address.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct AccountSettings {
+    /// Login refuses an account whose address is not verified, and Signup
+    /// answers a taken address as it answers a free one: an address that
+    /// cannot be used before it is proven gains nothing from being refused
+    /// as taken, which would tell anyone who has an account.
+    pub(crate) require_verified_email: bool,
+}
+
 /// The tokens of a session: what Login and Refresh hand out.
 pub(crate) struct SessionTokens {
     pub(crate) access: AccessToken,
@@ -65,6 +76,7 @@ pub(crate) struct Accounts {
     hasher: Hasher,
     tokens: Arc<Tokens>,
     limits: Limits,
+    settings: AccountSettings,
     sessions: SessionSettings,
     signups: SignupLine,
     revocations: Revocations,
@@ -75,6 +87,7 @@ pub(crate) struct Accounts {
 /// What Accounts needs besides the database, the hashing stage and the
 /// tokens.
 pub(crate) struct AccountParts {
+    pub(crate) settings: AccountSettings,
     pub(crate) limits: Limits,
     pub(crate) sessions: SessionSettings,
     pub(crate) revocations: Revocations,
@@ -90,6 +103,7 @@ impl Accounts {
         parts: AccountParts,
     ) -> Self {
         let AccountParts {
+            settings,
             limits,
             sessions,
             revocations,
@@ -101,6 +115,7 @@ impl Accounts {
             hasher,
             tokens,
             limits,
+            settings,
             sessions,
             signups: SignupLine::default(),
             revocations,
@@ -114,19 +129,32 @@ impl Accounts {
     /// double submit or a flood of one address costs no bcrypt. Then hash,
     /// then insert, holding no connection during bcrypt; the unique index
     /// still decides races between replicas.
+    ///
+    /// With verified emails required, a taken address is not refused: it
+    /// costs the same hash and gets a [`stand_in`] user, so neither the
+    /// answer nor its time tells whether the address has an account.
     pub(crate) async fn signup(&self, new: NewUser, origin: &Origin) -> Result<User, Error> {
+        let hide_taken = self.settings.require_verified_email;
         let _turn = self.signups.turn(&new.email).await;
-        if self.db.email_taken(&new.email).await? {
+        let taken = self.db.email_taken(&new.email).await?;
+        if taken && !hide_taken {
             return Err(Error::EmailTaken);
         }
         let slot = self.hasher.slot().await?;
         let password_hash = self.hasher.hash(slot, &new.password).await?;
+        let NewUser {
+            email, username, ..
+        } = new;
+        if taken {
+            return Ok(stand_in(email, username));
+        }
         let id = Uuid::now_v7();
-        self.db
+        let inserted = self
+            .db
             .insert_user(NewUserRecord {
                 id,
-                email: new.email,
-                username: new.username,
+                email: email.clone(),
+                username: username.clone(),
                 password_hash: Some(password_hash),
                 roles: Roles::default(),
                 email_verified: false,
@@ -134,7 +162,12 @@ impl Accounts {
                     AuditEvent::new(EventType::UserSignedUp, Actor::User(id), origin).user(id),
                 ],
             })
-            .await
+            .await;
+        match inserted {
+            // Another replica signed the address up meanwhile.
+            Err(Error::EmailTaken) if hide_taken => Ok(stand_in(email, username)),
+            inserted => inserted,
+        }
     }
 
     /// Unknown email and wrong password take the same path through the
@@ -192,6 +225,14 @@ impl Accounts {
         if user.disabled {
             self.db.record(vec![failed("disabled")]).await?;
             return Err(Error::AccountDisabled);
+        }
+        // Before any second factor: an unverified account gets no challenge
+        // that it could not turn into a session anyway. The password was
+        // right, so this attempt is no guess and clears the account's count.
+        if self.settings.require_verified_email && !user.email_verified {
+            self.limits.login_succeeded(&user.email).await;
+            self.db.record(vec![failed("email_not_verified")]).await?;
+            return Err(Error::EmailNotVerified);
         }
         self.rehash_if_outdated(&user, &password.hash, &credentials.password)
             .await;
@@ -262,6 +303,7 @@ impl Accounts {
                     session_id,
                     session_ends: self.sessions.ends(Utc::now()),
                     amr,
+                    email_verified: user.email_verified,
                 },
                 &user.roles,
             )?,
@@ -292,19 +334,22 @@ impl Accounts {
                 AuditEvent::new(EventType::RefreshReuseDetected, Actor::Anonymous, origin),
             )
             .await?;
-        let (user_id, session_id, roles, created_at, amr, refresh) = match rotation {
+        let (user_id, session_id, roles, created_at, amr, email_verified, refresh) = match rotation
+        {
             Rotation::Rotated {
                 session_id,
                 user_id,
                 roles,
                 session_created_at,
                 amr,
+                email_verified,
             } => (
                 user_id,
                 session_id,
                 roles,
                 session_created_at,
                 amr,
+                email_verified,
                 successor,
             ),
             Rotation::Replayed {
@@ -313,6 +358,7 @@ impl Accounts {
                 roles,
                 session_created_at,
                 amr,
+                email_verified,
                 successor_sealed,
             } => {
                 let replayed = presented
@@ -324,6 +370,7 @@ impl Accounts {
                     roles,
                     session_created_at,
                     amr,
+                    email_verified,
                     replayed,
                 )
             }
@@ -346,6 +393,7 @@ impl Accounts {
                     session_id,
                     session_ends: self.sessions.ends(created_at),
                     amr,
+                    email_verified,
                 },
                 &roles,
             )?,
@@ -565,5 +613,20 @@ impl Accounts {
             token_hash,
             expires_at: Utc::now() + ttl,
         })
+    }
+}
+
+/// What Signup answers for a taken address when it must not say so: a user
+/// as a new signup returns it, with a fresh id, that exists nowhere. Its
+/// `created_at` has the store's precision, as a stored user's has.
+fn stand_in(email: Email, username: Username) -> User {
+    User {
+        id: Uuid::now_v7(),
+        email,
+        username,
+        created_at: Utc::now().trunc_subsecs(6),
+        email_verified: false,
+        roles: Roles::default(),
+        disabled: false,
     }
 }

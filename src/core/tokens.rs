@@ -90,6 +90,9 @@ pub(crate) enum Subject {
         session_id: Uuid,
         session_ends: Option<DateTime<Utc>>,
         amr: Amr,
+        /// As the user's row says when the token is issued: a verification
+        /// shows in the session's next token.
+        email_verified: bool,
     },
     /// A service account: no session, no refresh token.
     ServiceAccount(Uuid),
@@ -202,22 +205,29 @@ impl Tokens {
     pub(crate) fn issue(&self, subject: Subject, roles: &Roles) -> Result<AccessToken, Error> {
         let now = Utc::now().timestamp();
         let ttl = i64::try_from(self.ttl.as_secs()).map_err(Error::internal)?;
-        let (sub, sid, client_id, ends, amr) = match subject {
+        let (sub, sid, client_id, ends, amr, email_verified) = match subject {
             Subject::User {
                 user_id,
                 session_id,
                 session_ends,
                 amr,
+                email_verified,
             } => (
                 user_id.to_string(),
                 Some(session_id.to_string()),
                 None,
                 session_ends.map(|ends| ends.timestamp()),
                 amr.values().iter().map(|&value| value.to_owned()).collect(),
+                email_verified,
             ),
-            Subject::ServiceAccount(id) => {
-                (id.to_string(), None, Some(id.to_string()), None, Vec::new())
-            }
+            Subject::ServiceAccount(id) => (
+                id.to_string(),
+                None,
+                Some(id.to_string()),
+                None,
+                Vec::new(),
+                false,
+            ),
         };
         let exp = ends.map_or(now + ttl, |ends| ends.clamp(now, now + ttl));
         let claims = Claims {
@@ -232,6 +242,7 @@ impl Tokens {
             roles: roles.to_vec(),
             client_id,
             amr,
+            email_verified,
         };
         let keyring = self.keyring();
         let mut header = Header::new(Algorithm::EdDSA);
@@ -288,6 +299,7 @@ mod tests {
             session_id: Uuid::now_v7(),
             session_ends: None,
             amr: Amr::Password,
+            email_verified: false,
         }
     }
 
@@ -340,6 +352,26 @@ mod tests {
         assert_eq!(claims.user_id().expect("uuid"), id);
         assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("iss", "aud"));
         assert_eq!(claims.exp - claims.iat, 60);
+        assert!(!claims.email_verified);
+        let verified = Subject::User {
+            user_id: id,
+            session_id: Uuid::now_v7(),
+            session_ends: None,
+            amr: Amr::Password,
+            email_verified: true,
+        };
+        let issued = tokens.issue(verified, &Roles::default()).expect("issue");
+        let payload = issued
+            .token
+            .expose_secret()
+            .split('.')
+            .nth(1)
+            .expect("payload");
+        let json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64"))
+                .expect("json");
+        assert_eq!(json["email_verified"], serde_json::json!(true));
+        assert!(json.get("email").is_none());
     }
 
     fn digest(token: &SecretString) -> [u8; 32] {
@@ -446,6 +478,7 @@ mod tests {
             session_id: Uuid::now_v7(),
             session_ends: Some(session_ends),
             amr: Amr::Password,
+            email_verified: false,
         };
         let issued = tokens.issue(subject, &Roles::default()).expect("issue");
         let claims = tokens.verify(issued.token.expose_secret()).expect("verify");

@@ -44,6 +44,12 @@ pub(crate) enum Error {
     #[error("invalid API key")]
     InvalidApiKey,
 
+    /// `FAILED_PRECONDITION` "email not verified": the password was right,
+    /// but the server requires a verified address before Login. Only said
+    /// to a caller who proved the password.
+    #[error("email not verified")]
+    EmailNotVerified,
+
     /// `PERMISSION_DENIED`: the caller is who they claim, but this call is
     /// not theirs to make; the text says who may.
     #[error("permission denied: {0}")]
@@ -90,6 +96,11 @@ pub(crate) enum Error {
     /// says which, e.g. "TOTP is already active".
     #[error("TOTP state: {0}")]
     TotpState(&'static str),
+
+    /// `FAILED_PRECONDITION` "email delivery is not configured": the call
+    /// would send mail, and the server has no mail server to send it with.
+    #[error("email delivery is not configured")]
+    MailNotConfigured,
 
     /// `ABORTED`: the password changed between this ChangePassword's check
     /// of the current password and its write, so nothing was changed.

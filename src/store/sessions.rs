@@ -87,6 +87,7 @@ pub(crate) enum Rotation {
         roles: Roles,
         session_created_at: DateTime<Utc>,
         amr: Amr,
+        email_verified: bool,
     },
     /// The token was spent moments ago (within the grace interval) and its
     /// successor is still unspent: the caller gets that successor again.
@@ -96,6 +97,7 @@ pub(crate) enum Rotation {
         roles: Roles,
         session_created_at: DateTime<Utc>,
         amr: Amr,
+        email_verified: bool,
         successor_sealed: String,
     },
     /// The token was spent earlier: someone is replaying it, so its session
@@ -106,17 +108,19 @@ pub(crate) enum Rotation {
 }
 
 /// The outcome inside the transaction, before ids are parsed: session id,
-/// user id, the user's roles, the session's start and its amr, as stored.
+/// user id, the user's roles, the session's start, its amr and whether the
+/// user's email is verified, as stored.
 enum Outcome {
-    Rotated(String, String, String, NaiveDateTime, String),
-    Replayed(String, String, String, NaiveDateTime, String, String),
+    Rotated(String, String, String, NaiveDateTime, String, bool),
+    Replayed(String, String, String, NaiveDateTime, String, bool, String),
     Reused(String),
     Rejected,
 }
 
 /// What the transaction reads of a presented token: its session, the
-/// session's owner and revocation, the owner's roles and whether they are
-/// disabled, and the token's own rotation.
+/// session's owner and revocation, the owner's roles, whether they are
+/// disabled and whether their email is verified, and the token's own
+/// rotation.
 type Presented = (
     (
         String,
@@ -126,7 +130,7 @@ type Presented = (
         NaiveDateTime,
         String,
     ),
-    (String, Option<NaiveDateTime>),
+    (String, Option<NaiveDateTime>, bool),
     (Option<NaiveDateTime>, Option<String>, Option<String>),
 );
 
@@ -134,23 +138,33 @@ impl Outcome {
     /// Parses the ids the transaction read.
     fn into_rotation(self) -> Result<Rotation, Error> {
         Ok(match self {
-            Self::Rotated(session_id, user_id, roles, created_at, amr) => Rotation::Rotated {
-                session_id: uuid(&session_id)?,
-                user_id: uuid(&user_id)?,
-                roles: Roles::from_stored(&roles),
-                session_created_at: created_at.and_utc(),
-                amr: Amr::from_stored(&amr),
-            },
-            Self::Replayed(session_id, user_id, roles, created_at, amr, successor_sealed) => {
-                Rotation::Replayed {
+            Self::Rotated(session_id, user_id, roles, created_at, amr, email_verified) => {
+                Rotation::Rotated {
                     session_id: uuid(&session_id)?,
                     user_id: uuid(&user_id)?,
                     roles: Roles::from_stored(&roles),
                     session_created_at: created_at.and_utc(),
                     amr: Amr::from_stored(&amr),
-                    successor_sealed,
+                    email_verified,
                 }
             }
+            Self::Replayed(
+                session_id,
+                user_id,
+                roles,
+                created_at,
+                amr,
+                email_verified,
+                successor_sealed,
+            ) => Rotation::Replayed {
+                session_id: uuid(&session_id)?,
+                user_id: uuid(&user_id)?,
+                roles: Roles::from_stored(&roles),
+                session_created_at: created_at.and_utc(),
+                amr: Amr::from_stored(&amr),
+                email_verified,
+                successor_sealed,
+            },
             Self::Reused(session_id) => Rotation::Reused {
                 session_id: uuid(&session_id)?,
             },
@@ -333,7 +347,7 @@ impl Database {
                             sessions::created_at,
                             sessions::amr,
                         ),
-                        (users::roles, users::disabled_at),
+                        (users::roles, users::disabled_at, users::email_verified),
                         (
                             refresh_tokens::rotated_at,
                             refresh_tokens::successor_hash,
@@ -345,7 +359,7 @@ impl Database {
                     .optional()?;
                 let Some((
                     (session_id, user_id, revoked_at, last_used_at, created_at, amr),
-                    (roles, disabled_at),
+                    (roles, disabled_at, email_verified),
                     (rotated_at, next_hash, sealed),
                 )) = found
                 else {
@@ -372,7 +386,12 @@ impl Database {
                         .execute(conn)
                         .await?;
                     return Ok(Outcome::Rotated(
-                        session_id, user_id, roles, created_at, amr,
+                        session_id,
+                        user_id,
+                        roles,
+                        created_at,
+                        amr,
+                        email_verified,
                     ));
                 }
                 let Some(rotated_at) = rotated_at else {
@@ -411,7 +430,13 @@ impl Database {
                     .execute(conn)
                     .await?;
                 Ok(Outcome::Replayed(
-                    session_id, user_id, roles, created_at, amr, sealed,
+                    session_id,
+                    user_id,
+                    roles,
+                    created_at,
+                    amr,
+                    email_verified,
+                    sealed,
                 ))
             })
             .await

@@ -17,6 +17,7 @@ mod audit;
 mod cli;
 mod clients;
 mod credentials;
+mod email_verification;
 mod faults;
 mod grpc_web;
 mod hostile;

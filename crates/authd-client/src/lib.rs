@@ -69,6 +69,9 @@ redacting_debug!(v1, ChangePasswordRequest {} secret { current_password, new_pas
 redacting_debug!(v1, IntrospectTokenRequest {} secret { token });
 redacting_debug!(v1, IssueServiceTokenRequest {} secret { api_key });
 redacting_debug!(v1, IssueServiceTokenResponse { token_type, expires_in } secret { access_token });
+redacting_debug!(v1, VerifyEmailRequest {} secret { token });
+redacting_debug!(v1, RequestEmailChangeRequest { new_email } secret { current_password });
+redacting_debug!(v1, ConfirmEmailChangeRequest {} secret { token });
 redacting_debug!(admin::v1, CreateUserRequest { email, username, roles, email_verified } secret { password });
 redacting_debug!(admin::v1, SetPasswordRequest { id } secret { password });
 redacting_debug!(admin::v1, CreateServiceAccountResponse { account, key_id } secret { api_key });

@@ -110,6 +110,7 @@ mod tests {
             roles: Vec::new(),
             client_id: None,
             amr: Vec::new(),
+            email_verified: false,
         }
     }
 

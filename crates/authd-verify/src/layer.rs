@@ -300,6 +300,7 @@ mod tests {
                 roles,
                 client_id: None,
                 amr,
+                email_verified: false,
             };
             Box::pin(async move { Some(claims) })
         }

@@ -734,6 +734,7 @@ mod tests {
                 roles: Vec::new(),
                 client_id: client_id.map(str::to_owned),
                 amr: Vec::new(),
+                email_verified: false,
             };
             let verified = if let Some(sid) = token.strip_prefix("user:") {
                 Some(claims(Some(sid), None))

@@ -66,6 +66,13 @@ pub struct Claims {
     /// after a second factor. Empty in a service account's token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// Whether the user had proven, when the token was issued, that they
+    /// receive mail at their address; the address itself is never in a
+    /// token. Present only when true: a service account's token, an
+    /// unverified user's and a token from before the claim existed all
+    /// read as false, so its absence never passes for proof.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
 }
 
 impl Claims {
@@ -282,6 +289,10 @@ pub(crate) mod tests {
         let token = key.sign();
         let claims = verify_with(&token, &decoding_keys(&set(&[&key])), &checks).expect("valid");
         assert_eq!(claims.user_id(), Ok(Uuid::nil()));
+        assert!(
+            !claims.email_verified,
+            "a token without the claim is unverified"
+        );
         assert!(verify_with(&token, &decoding_keys(&set(&[&other])), &checks).is_err());
         assert!(
             verify_with(
@@ -291,6 +302,19 @@ pub(crate) mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn email_verified_is_written_only_when_true() {
+        let key = TestKey::new(1);
+        let keys = decoding_keys(&set(&[&key]));
+        let mut claims = verify_with(&key.sign(), &keys, &validation("iss", "aud")).expect("valid");
+        let written = |claims: &Claims| serde_json::to_value(claims).expect("json");
+        assert!(written(&claims).get("email_verified").is_none());
+        claims.email_verified = true;
+        assert_eq!(written(&claims)["email_verified"], serde_json::json!(true));
+        let read: Claims = serde_json::from_value(written(&claims)).expect("claims");
+        assert!(read.email_verified);
     }
 
     #[test]
