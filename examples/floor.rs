@@ -24,7 +24,8 @@ use authd::api::proto::{
     IssueServiceTokenResponse, ListSessionsRequest, ListSessionsResponse, LoginRequest,
     LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
     RegenerateRecoveryCodesRequest, RegenerateRecoveryCodesResponse, RequestEmailChangeRequest,
-    RequestEmailChangeResponse, RevokeSessionRequest, RevokeSessionResponse,
+    RequestEmailChangeResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
+    ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse,
     SendVerificationEmailRequest, SendVerificationEmailResponse, SignupRequest, SignupResponse,
     User, VerifyEmailRequest, VerifyEmailResponse, WatchRevocationsRequest,
     WatchRevocationsResponse,
@@ -125,6 +126,20 @@ impl AuthService for Floor {
         &self,
         _: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn request_password_reset(
+        &self,
+        _: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn reset_password(
+        &self,
+        _: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
         Err(unimplemented())
     }
 

@@ -10,6 +10,7 @@ use crate::domain::Error;
 
 pub(crate) const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_SECOND_FACTOR: &str = "invalid or expired code or challenge";
+const INVALID_MAIL_TOKEN: &str = "invalid or expired link";
 /// What an overloaded hashing stage suggests: about the time a short queue
 /// takes to drain.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
@@ -55,6 +56,7 @@ impl From<Error> for Status {
             Error::MailNotConfigured => {
                 Status::failed_precondition("email delivery is not configured")
             }
+            Error::InvalidMailToken => Status::unauthenticated(INVALID_MAIL_TOKEN),
             Error::PasswordChanged => Status::aborted(
                 "the password was changed by another request meanwhile; nothing was changed",
             ),

@@ -3,6 +3,7 @@
 //! [`Error`].
 
 mod mfa;
+mod reset;
 mod service_tokens;
 mod sessions;
 mod signups;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     core::hasher::Hasher,
     core::kek::Keks,
+    core::mail::Mail,
     core::refresh_token::RefreshToken,
     core::revocations::Revocations,
     core::throttle::Limits,
@@ -29,9 +31,11 @@ use crate::{
         mfa::Amr,
         session::Device,
     },
+    infra::metrics::Metrics,
     store::{Database, NewSession, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
 };
 pub(crate) use mfa::MfaChallenge;
+use reset::ResetQueue;
 use signups::SignupLine;
 
 /// How long refresh tokens live, how reuse is judged, when a session dies
@@ -82,6 +86,9 @@ pub(crate) struct Accounts {
     revocations: Revocations,
     keks: Arc<Keks>,
     totp: TotpSettings,
+    mail: Mail,
+    metrics: Metrics,
+    resets: ResetQueue,
 }
 
 /// What Accounts needs besides the database, the hashing stage and the
@@ -93,6 +100,8 @@ pub(crate) struct AccountParts {
     pub(crate) revocations: Revocations,
     pub(crate) keks: Arc<Keks>,
     pub(crate) totp: TotpSettings,
+    pub(crate) mail: Mail,
+    pub(crate) metrics: Metrics,
 }
 
 impl Accounts {
@@ -109,6 +118,8 @@ impl Accounts {
             revocations,
             keks,
             totp,
+            mail,
+            metrics,
         } = parts;
         Self {
             db,
@@ -121,6 +132,9 @@ impl Accounts {
             revocations,
             keks,
             totp,
+            mail,
+            metrics,
+            resets: ResetQueue::default(),
         }
     }
 

@@ -97,10 +97,16 @@ pub(crate) enum Error {
     #[error("TOTP state: {0}")]
     TotpState(&'static str),
 
-    /// `FAILED_PRECONDITION` "email delivery is not configured": the call
-    /// would send mail, and the server has no mail server to send it with.
+    /// `FAILED_PRECONDITION` "email delivery is not configured": a call
+    /// that sends mail, on a server without `AUTHD_SMTP_URL`.
     #[error("email delivery is not configured")]
     MailNotConfigured,
+
+    /// `UNAUTHENTICATED`: a mailed token (reset, verification, email
+    /// change) is unknown, expired, used or of another purpose. One
+    /// variant, so the reasons cannot be told apart.
+    #[error("invalid mail token")]
+    InvalidMailToken,
 
     /// `ABORTED`: the password changed between this ChangePassword's check
     /// of the current password and its write, so nothing was changed.

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 pub(crate) mod audit;
 mod error;
+pub(crate) mod mail;
 pub(crate) mod mfa;
 pub(crate) mod roles;
 pub(crate) mod service_account;

@@ -66,6 +66,7 @@ redacting_debug!(v1, RegenerateRecoveryCodesResponse {} secret { recovery_codes 
 redacting_debug!(v1, RefreshRequest {} secret { refresh_token });
 redacting_debug!(v1, RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
 redacting_debug!(v1, ChangePasswordRequest {} secret { current_password, new_password });
+redacting_debug!(v1, ResetPasswordRequest {} secret { token, new_password });
 redacting_debug!(v1, IntrospectTokenRequest {} secret { token });
 redacting_debug!(v1, IssueServiceTokenRequest {} secret { api_key });
 redacting_debug!(v1, IssueServiceTokenResponse { token_type, expires_in } secret { access_token });
