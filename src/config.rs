@@ -481,7 +481,8 @@ pub struct Settings {
     pub(crate) email_verification_ttl: Duration,
 
     /// At most one password reset mail per address per this interval;
-    /// further requests are answered as usual and send nothing.
+    /// further requests are answered as usual and send nothing. The same
+    /// holds for the notice that someone tried to sign up with an address.
     #[arg(long, env = "AUTHD_PASSWORD_RESET_INTERVAL", default_value = "1m",
           value_parser = parse_duration, global = true)]
     pub(crate) password_reset_interval: Duration,
@@ -538,6 +539,13 @@ impl TryFrom<Settings> for Config {
     type Error = String;
 
     fn try_from(settings: Settings) -> Result<Self, String> {
+        if settings.require_verified_email && settings.smtp_url.is_none() {
+            return Err(
+                "AUTHD_REQUIRE_VERIFIED_EMAIL=true needs AUTHD_SMTP_URL: without mail \
+                        no user could verify an address, and so none could log in"
+                    .into(),
+            );
+        }
         Ok(Self {
             listen: settings.listen,
             listener: ListenerSettings {
@@ -747,6 +755,29 @@ mod tests {
             .err()
             .expect("not a bool");
         assert!(error.to_string().contains("--reflection"));
+    }
+
+    #[test]
+    fn verified_emails_cannot_be_required_without_mail() {
+        let config = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["authd"], args].concat()).expect("parses");
+            Config::try_from(cli.settings)
+        };
+        let error = config(&["--require-verified-email", "true"]).expect_err("no SMTP");
+        assert!(
+            error.contains("AUTHD_REQUIRE_VERIFIED_EMAIL") && error.contains("AUTHD_SMTP_URL"),
+            "{error}"
+        );
+        assert!(config(&["--require-verified-email", "false"]).is_ok());
+        assert!(
+            config(&[
+                "--require-verified-email",
+                "true",
+                "--smtp-url",
+                "smtp://127.0.0.1:2525"
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

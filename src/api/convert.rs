@@ -124,20 +124,6 @@ pub(crate) fn new_user(
     }
 }
 
-/// RequestEmailChange's new address, by Signup's rules, and the current
-/// password.
-pub(crate) fn email_change(
-    request: proto::RequestEmailChangeRequest,
-) -> Result<(Email, Password), Error> {
-    let mut violations = Violations::default();
-    let email = violations.check("new_email", Email::parse(&request.new_email));
-    let password = violations.check(
-        "current_password",
-        Password::parse_existing(request.current_password),
-    );
-    violations.into_result(email.zip(password))
-}
-
 pub(crate) fn credentials(
     request: proto::LoginRequest,
 ) -> Result<(Credentials, Option<DeviceLabel>), Error> {

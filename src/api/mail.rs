@@ -9,10 +9,6 @@ use crate::domain::{Email, Error, Password, mail::MailToken};
 /// A mailed token as the client sent it: empty is a malformed request;
 /// anything that cannot be one of ours is None, which the core refuses
 /// like an unknown token, so junk never reaches a query.
-#[expect(
-    dead_code,
-    reason = "email verification and change (issue 12, part B) use it"
-)]
 pub(crate) fn mail_token(field: &'static str, raw: &str) -> Result<Option<MailToken>, Error> {
     required(field, raw).map(MailToken::parse)
 }
@@ -41,4 +37,18 @@ pub(crate) fn reset(
         Password::parse_new(request.new_password, password_min),
     );
     violations.into_result(token.zip(new))
+}
+
+/// RequestEmailChange: the new address under Signup's rules, and the
+/// current password.
+pub(crate) fn email_change(
+    request: proto::RequestEmailChangeRequest,
+) -> Result<(Email, Password), Error> {
+    let mut violations = Violations::default();
+    let email = violations.check("new_email", Email::parse(&request.new_email));
+    let password = violations.check(
+        "current_password",
+        Password::parse_existing(request.current_password),
+    );
+    violations.into_result(email.zip(password))
 }

@@ -349,32 +349,47 @@ impl AuthService for AuthApi {
         &self,
         request: Request<SendVerificationEmailRequest>,
     ) -> Result<Response<SendVerificationEmailResponse>, Status> {
-        claims(&request)?;
-        Err(Error::MailNotConfigured.into())
+        let claims = claims(&request)?;
+        self.limit_client(Action::Mail, &request).await?;
+        self.accounts
+            .send_verification_email(claims, &origin(&request))
+            .await?;
+        Ok(Response::new(SendVerificationEmailResponse {}))
     }
 
     async fn verify_email(
         &self,
         request: Request<VerifyEmailRequest>,
     ) -> Result<Response<VerifyEmailResponse>, Status> {
-        convert::required("token", &request.get_ref().token)?;
-        Err(Error::MailNotConfigured.into())
+        self.limit_client(Action::Mail, &request).await?;
+        let token = mail::mail_token("token", &request.get_ref().token)?;
+        self.accounts.verify_email(token, &origin(&request)).await?;
+        Ok(Response::new(VerifyEmailResponse {}))
     }
 
     async fn request_email_change(
         &self,
         request: Request<RequestEmailChangeRequest>,
     ) -> Result<Response<RequestEmailChangeResponse>, Status> {
-        claims(&request)?;
-        convert::email_change(request.into_inner())?;
-        Err(Error::MailNotConfigured.into())
+        let claims = claims(&request)?.clone();
+        self.limit_client(Action::Mail, &request).await?;
+        let origin = origin(&request);
+        let (new, current) = mail::email_change(request.into_inner())?;
+        self.accounts
+            .request_email_change(&claims, new, current, &origin)
+            .await?;
+        Ok(Response::new(RequestEmailChangeResponse {}))
     }
 
     async fn confirm_email_change(
         &self,
         request: Request<ConfirmEmailChangeRequest>,
     ) -> Result<Response<ConfirmEmailChangeResponse>, Status> {
-        convert::required("token", &request.get_ref().token)?;
-        Err(Error::MailNotConfigured.into())
+        self.limit_client(Action::Mail, &request).await?;
+        let token = mail::mail_token("token", &request.get_ref().token)?;
+        self.accounts
+            .confirm_email_change(token, &origin(&request))
+            .await?;
+        Ok(Response::new(ConfirmEmailChangeResponse {}))
     }
 }

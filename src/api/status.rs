@@ -57,6 +57,7 @@ impl From<Error> for Status {
                 Status::failed_precondition("email delivery is not configured")
             }
             Error::InvalidMailToken => Status::unauthenticated(INVALID_MAIL_TOKEN),
+            Error::EmailAlreadyVerified => Status::failed_precondition("email already verified"),
             Error::PasswordChanged => Status::aborted(
                 "the password was changed by another request meanwhile; nothing was changed",
             ),

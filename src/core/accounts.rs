@@ -2,6 +2,7 @@
 //! already-validated domain values; outputs are domain values or an
 //! [`Error`].
 
+mod email;
 mod mfa;
 mod reset;
 mod service_tokens;
@@ -144,9 +145,13 @@ impl Accounts {
     /// then insert, holding no connection during bcrypt; the unique index
     /// still decides races between replicas.
     ///
+    /// With mail on, the user is stored with a verification token and its
+    /// mail, in one transaction.
+    ///
     /// With verified emails required, a taken address is not refused: it
     /// costs the same hash and gets a [`stand_in`] user, so neither the
-    /// answer nor its time tells whether the address has an account.
+    /// answer nor its time tells whether the address has an account, and
+    /// its owner is told of the attempt by mail.
     pub(crate) async fn signup(&self, new: NewUser, origin: &Origin) -> Result<User, Error> {
         let hide_taken = self.settings.require_verified_email;
         let _turn = self.signups.turn(&new.email).await;
@@ -160,9 +165,11 @@ impl Accounts {
             email, username, ..
         } = new;
         if taken {
+            self.signup_attempted(&email, origin).await;
             return Ok(stand_in(email, username));
         }
         let id = Uuid::now_v7();
+        let verification = self.verification_for(id, &email)?;
         let inserted = self
             .db
             .insert_user(NewUserRecord {
@@ -172,6 +179,7 @@ impl Accounts {
                 password_hash: Some(password_hash),
                 roles: Roles::default(),
                 email_verified: false,
+                verification,
                 events: vec![
                     AuditEvent::new(EventType::UserSignedUp, Actor::User(id), origin).user(id),
                 ],
@@ -179,7 +187,10 @@ impl Accounts {
             .await;
         match inserted {
             // Another replica signed the address up meanwhile.
-            Err(Error::EmailTaken) if hide_taken => Ok(stand_in(email, username)),
+            Err(Error::EmailTaken) if hide_taken => {
+                self.signup_attempted(&email, origin).await;
+                Ok(stand_in(email, username))
+            }
             inserted => inserted,
         }
     }

@@ -19,6 +19,11 @@ pub(crate) enum EventType {
     PasswordSet,
     PasswordResetRequested,
     PasswordReset,
+    EmailVerificationRequested,
+    EmailVerified,
+    EmailChangeRequested,
+    EmailChanged,
+    SignupAttempted,
     UserCreated,
     UserUpdated,
     UserDisabled,
@@ -40,7 +45,7 @@ pub(crate) enum EventType {
 }
 
 impl EventType {
-    pub(crate) const ALL: [Self; 28] = [
+    pub(crate) const ALL: [Self; 33] = [
         Self::UserSignedUp,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -51,6 +56,11 @@ impl EventType {
         Self::PasswordSet,
         Self::PasswordResetRequested,
         Self::PasswordReset,
+        Self::EmailVerificationRequested,
+        Self::EmailVerified,
+        Self::EmailChangeRequested,
+        Self::EmailChanged,
+        Self::SignupAttempted,
         Self::UserCreated,
         Self::UserUpdated,
         Self::UserDisabled,
@@ -83,6 +93,11 @@ impl EventType {
             Self::PasswordSet => "password.set",
             Self::PasswordResetRequested => "password_reset.requested",
             Self::PasswordReset => "password.reset",
+            Self::EmailVerificationRequested => "email_verification.requested",
+            Self::EmailVerified => "email.verified",
+            Self::EmailChangeRequested => "email_change.requested",
+            Self::EmailChanged => "email.changed",
+            Self::SignupAttempted => "signup.attempted",
             Self::UserCreated => "user.created",
             Self::UserUpdated => "user.updated",
             Self::UserDisabled => "user.disabled",

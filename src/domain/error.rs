@@ -108,6 +108,11 @@ pub(crate) enum Error {
     #[error("invalid mail token")]
     InvalidMailToken,
 
+    /// `FAILED_PRECONDITION` "email already verified": SendVerificationEmail
+    /// for an address that is proven already.
+    #[error("email already verified")]
+    EmailAlreadyVerified,
+
     /// `ABORTED`: the password changed between this ChangePassword's check
     /// of the current password and its write, so nothing was changed.
     #[error("password changed concurrently")]

@@ -65,15 +65,7 @@ impl MailKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenPurpose {
     PasswordReset,
-    #[expect(
-        dead_code,
-        reason = "email verification and change (issue 12, part B) use it"
-    )]
     VerifyEmail,
-    #[expect(
-        dead_code,
-        reason = "email verification and change (issue 12, part B) use it"
-    )]
     ChangeEmail,
 }
 

@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::{prelude::*, result::Error as QueryError};
+use diesel::{
+    prelude::*,
+    result::{DatabaseErrorKind, Error as QueryError},
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -14,14 +17,14 @@ use super::{
     Database, Pools, SqliteAsync,
     audit::AppendAudit,
     query_error,
-    revocations::{EndSessions, notify},
+    revocations::{AnnounceUserChange, EndSessions, notify},
     run_detached,
     schema::{mail_tokens, outbox, users},
     sessions::live_sessions,
     with_conn,
 };
 use crate::domain::{
-    Error, PasswordHash,
+    Email, Error, PasswordHash,
     audit::AuditEvent,
     mail::{MailKind, TokenPurpose},
 };
@@ -72,6 +75,19 @@ pub(crate) enum AfterSpend {
     /// the old one is refused), ends every session of the user and makes
     /// the user's other reset tokens unusable.
     ResetPassword(PasswordHash),
+    /// Marks the user's email verified, if it is still the address the
+    /// token was mailed to (bound as its `new_email`); the user's other
+    /// verification links then have nothing left to prove.
+    VerifyEmail,
+    /// Moves the user from the address `from` to `to`, verified, if the
+    /// token is bound to `to` and the user still has `from`; retires their
+    /// other verification and change tokens, which name an address no
+    /// longer theirs to prove, and queues `notice` to the old address.
+    ChangeEmail {
+        from: Email,
+        to: Email,
+        notice: NewMail,
+    },
 }
 
 /// A claimed mail, to deliver.
@@ -179,6 +195,24 @@ macro_rules! retire_tokens {
 }
 pub(super) use retire_tokens;
 
+/// Stores `$token` (a [`NewMailToken`]) as created at `$now`.
+macro_rules! insert_mail_token {
+    ($conn:expr, $token:expr, $now:expr) => {
+        diesel::insert_into($crate::store::schema::mail_tokens::table)
+            .values((
+                $crate::store::schema::mail_tokens::token_hash.eq(&$token.hash),
+                $crate::store::schema::mail_tokens::user_id.eq($token.user_id.to_string()),
+                $crate::store::schema::mail_tokens::purpose.eq($token.purpose.as_str()),
+                $crate::store::schema::mail_tokens::new_email.eq(&$token.new_email),
+                $crate::store::schema::mail_tokens::created_at.eq($now),
+                $crate::store::schema::mail_tokens::expires_at.eq($token.expires_at.naive_utc()),
+            ))
+            .execute(&mut *$conn)
+            .await?
+    };
+}
+pub(super) use insert_mail_token;
+
 impl Database {
     /// Stores a token and queues the mail that carries it, with `events`,
     /// in one transaction; with `supersede`, the user's older unused tokens
@@ -226,17 +260,7 @@ impl Database {
                     if token.supersede {
                         retire_tokens!(conn, &user_id, token.purpose, now);
                     }
-                    diesel::insert_into(mail_tokens::table)
-                        .values((
-                            mail_tokens::token_hash.eq(&token.hash),
-                            mail_tokens::user_id.eq(&user_id),
-                            mail_tokens::purpose.eq(token.purpose.as_str()),
-                            mail_tokens::new_email.eq(&token.new_email),
-                            mail_tokens::created_at.eq(now),
-                            mail_tokens::expires_at.eq(token.expires_at.naive_utc()),
-                        ))
-                        .execute(conn)
-                        .await?;
+                    insert_mail_token!(conn, token, now);
                     conn.enqueue_mail(&mail).await?;
                     conn.append_audit(&events).await.map(|()| true)
                 })
@@ -251,23 +275,42 @@ impl Database {
     }
 
     /// Queues a mail that carries no token (a notice), with `events`, in
-    /// one transaction.
+    /// one transaction. False, writing nothing, when a mail of its kind
+    /// went to its recipient less than `not_within` ago.
     pub(crate) async fn queue_mail(
         &self,
         mail: NewMail,
+        not_within: Option<Duration>,
         events: Vec<AuditEvent>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let db = self.clone();
         run_detached(async move {
-            with_conn!(&db, |conn| conn
+            let since = not_within
+                .and_then(|interval| chrono::Duration::from_std(interval).ok())
+                .map(|interval| Utc::now().naive_utc() - interval);
+            let queued = with_conn!(&db, |conn| conn
                 .transaction::<_, QueryError, _>(async |conn| {
+                    if let Some(since) = since {
+                        let recent: i64 = outbox::table
+                            .filter(outbox::kind.eq(mail.kind.as_str()))
+                            .filter(outbox::recipient.eq(&mail.recipient))
+                            .filter(outbox::created_at.gt(since))
+                            .count()
+                            .get_result(conn)
+                            .await?;
+                        if recent > 0 {
+                            return Ok(false);
+                        }
+                    }
                     conn.enqueue_mail(&mail).await?;
-                    conn.append_audit(&events).await
+                    conn.append_audit(&events).await.map(|()| true)
                 })
                 .await
                 .map_err(query_error))?;
-            db.outbox_committed();
-            Ok(())
+            if queued {
+                db.outbox_committed();
+            }
+            Ok(queued)
         })
         .await
     }
@@ -310,7 +353,7 @@ impl Database {
                     };
                     let parsed = Uuid::parse_str(&user_id)
                         .map_err(|error| QueryError::DeserializationError(error.into()))?;
-                    match &after {
+                    let applied = match &after {
                         AfterSpend::ResetPassword(hash) => {
                             diesel::update(users::table.find(&user_id))
                                 .set((
@@ -323,7 +366,56 @@ impl Database {
                             retire_tokens!(conn, &user_id, TokenPurpose::PasswordReset, now);
                             let live = live_sessions!(conn, &user_id);
                             conn.end_sessions(&live, ending).await?;
+                            true
                         }
+                        AfterSpend::VerifyEmail => {
+                            let Some(address) = &new_email else {
+                                return Ok(None);
+                            };
+                            let verified = diesel::update(
+                                users::table.find(&user_id).filter(users::email.eq(address)),
+                            )
+                            .set((users::email_verified.eq(true), users::updated_at.eq(now)))
+                            .execute(conn)
+                            .await?
+                                == 1;
+                            if verified {
+                                retire_tokens!(conn, &user_id, TokenPurpose::VerifyEmail, now);
+                            }
+                            verified
+                        }
+                        AfterSpend::ChangeEmail { from, to, notice } => {
+                            if new_email.as_deref() != Some(to.as_str()) {
+                                return Ok(None);
+                            }
+                            let moved = diesel::update(
+                                users::table
+                                    .find(&user_id)
+                                    .filter(users::email.eq(from.as_str())),
+                            )
+                            .set((
+                                users::email.eq(to.as_str()),
+                                users::email_key.eq(to.key()),
+                                users::email_verified.eq(true),
+                                users::updated_at.eq(now),
+                            ))
+                            .execute(conn)
+                            .await?
+                                == 1;
+                            if moved {
+                                retire_tokens!(conn, &user_id, TokenPurpose::VerifyEmail, now);
+                                retire_tokens!(conn, &user_id, TokenPurpose::ChangeEmail, now);
+                                conn.enqueue_mail(notice).await?;
+                            }
+                            moved
+                        }
+                    };
+                    // The token stays spent: what it was bound to is gone.
+                    if !applied {
+                        return Ok(None);
+                    }
+                    if !matches!(after, AfterSpend::ResetPassword(_)) {
+                        conn.announce_user_change(&user_id).await?;
                     }
                     conn.append_audit(&events(parsed)).await?;
                     Ok(Some(SpentToken {
@@ -332,10 +424,41 @@ impl Database {
                     }))
                 })
                 .await
-                .map_err(query_error))?;
+                .map_err(email_taken))?;
+            if spent.is_some() && matches!(after, AfterSpend::ChangeEmail { .. }) {
+                db.outbox_committed();
+            }
             Ok(spent)
         })
         .await
+    }
+
+    /// What the live token with this hash and purpose is bound to, without
+    /// spending it: what a caller must know to prepare the spend.
+    pub(crate) async fn live_mail_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+    ) -> Result<Option<SpentToken>, Error> {
+        let now = Utc::now().naive_utc();
+        let bound: Option<(String, Option<String>)> = with_conn!(self, |conn| mail_tokens::table
+            .find(hash)
+            .filter(mail_tokens::purpose.eq(purpose.as_str()))
+            .filter(mail_tokens::used_at.is_null())
+            .filter(mail_tokens::expires_at.gt(now))
+            .select((mail_tokens::user_id, mail_tokens::new_email))
+            .first(conn)
+            .await
+            .optional()
+            .map_err(query_error))?;
+        bound
+            .map(|(user_id, new_email)| {
+                Ok(SpentToken {
+                    user_id: Uuid::parse_str(&user_id).map_err(Error::internal)?,
+                    new_email,
+                })
+            })
+            .transpose()
     }
 
     /// Whether a token with this hash and purpose is live: the cheap check
@@ -557,7 +680,7 @@ impl Database {
 
 impl Database {
     /// Called once a transaction that queued mail committed.
-    fn outbox_committed(&self) {
+    pub(super) fn outbox_committed(&self) {
         self.outbox_wakeup.notify_one();
     }
 
@@ -603,5 +726,14 @@ impl OutboxListener {
             .ok_or_else(|| Error::unavailable("the outbox listener's connection closed"))?
             .map(drop)
             .map_err(query_error)
+    }
+}
+
+/// An email change's address taken by another account after the link was
+/// mailed: the unique index refuses it and the transaction rolls back.
+fn email_taken(error: QueryError) -> Error {
+    match error {
+        QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Error::EmailTaken,
+        error => query_error(error),
     }
 }

@@ -11,7 +11,14 @@ const BACKFILL_BATCH: i64 = 500;
 /// Conflicts named in the startup error; the rest are counted.
 const CONFLICTS_SHOWN: usize = 20;
 
-use super::{Database, audit::AppendAudit, query_error, run_detached, schema::users, with_conn};
+use super::{
+    Database, NewMail, NewMailToken,
+    audit::AppendAudit,
+    mail::{EnqueueMail, insert_mail_token},
+    query_error, run_detached,
+    schema::users,
+    with_conn,
+};
 use crate::{
     domain::Error,
     domain::PasswordHash,
@@ -78,6 +85,9 @@ pub(crate) struct NewUserRecord {
     pub(crate) password_hash: Option<PasswordHash>,
     pub(crate) roles: Roles,
     pub(crate) email_verified: bool,
+    /// The token and mail that let the user verify the address, stored
+    /// with the user so that no account exists without its mail.
+    pub(crate) verification: Option<(NewMailToken, NewMail)>,
     pub(crate) events: Vec<AuditEvent>,
 }
 
@@ -107,6 +117,7 @@ impl Database {
         };
         let db = self.clone();
         let events = new.events;
+        let verification = new.verification;
         let (row, inserted) = run_detached(async move {
             let inserted = with_conn!(&db, |conn| conn
                 .transaction::<_, QueryError, _>(async |conn| {
@@ -114,9 +125,16 @@ impl Database {
                         .values(&row)
                         .execute(conn)
                         .await?;
+                    if let Some((token, mail)) = &verification {
+                        insert_mail_token!(conn, token, now);
+                        conn.enqueue_mail(mail).await?;
+                    }
                     conn.append_audit(&events).await
                 })
                 .await);
+            if inserted.is_ok() && verification.is_some() {
+                db.outbox_committed();
+            }
             Ok((row, inserted))
         })
         .await?;

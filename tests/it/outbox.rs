@@ -4,7 +4,7 @@
 //! send each mail once; no token reaches a log.
 
 use crate::{
-    password_reset::{request_reset, spawn_with_mail},
+    password_reset::{RESET, request_reset, spawn_with_mail},
     support::{Backend, MailSink, backend_tests, eventually},
 };
 
@@ -17,7 +17,8 @@ async fn a_mail_queued_while_smtp_is_down_goes_out_when_it_is_back(backend: Back
     request_reset(&app, "ada@example.com")
         .await
         .expect("request");
-    let failed = "SELECT COUNT(*) AS n FROM outbox WHERE attempts > 0 AND sent_at IS NULL";
+    let failed = "SELECT COUNT(*) AS n FROM outbox \
+                  WHERE attempts > 0 AND sent_at IS NULL AND kind = 'password_reset'";
     eventually("a failed delivery attempt", || async {
         app.db.count(failed).await == 1
     })
@@ -25,12 +26,15 @@ async fn a_mail_queued_while_smtp_is_down_goes_out_when_it_is_back(backend: Back
     assert!(sink.received().is_empty());
 
     sink.resume();
-    let mails = sink.wait_for(1).await;
+    let mails = sink.wait_for_subject(RESET, 1).await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, "ada@example.com");
     assert_eq!(
         app.db
-            .count("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NOT NULL")
+            .count(
+                "SELECT COUNT(*) AS n FROM outbox \
+                 WHERE sent_at IS NOT NULL AND kind = 'password_reset'"
+            )
             .await,
         1
     );

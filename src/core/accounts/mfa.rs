@@ -208,7 +208,7 @@ impl Accounts {
     /// Checks the caller's current password as Login does: one attempt of
     /// the account's login budget, left counted for the caller to clear once
     /// everything it asks for is proven.
-    async fn check_password(
+    pub(super) async fn check_password(
         &self,
         user: &User,
         stored: &StoredPassword,

@@ -158,7 +158,7 @@ impl Accounts {
         Ok(())
     }
 
-    fn rejected_token(&self) -> Error {
+    pub(super) fn rejected_token(&self) -> Error {
         self.metrics.mail_token_rejected();
         Error::InvalidMailToken
     }

@@ -156,6 +156,7 @@ impl Admin {
                 password_hash,
                 roles: new.roles,
                 email_verified: new.email_verified,
+                verification: None,
                 events,
             })
             .await

@@ -173,9 +173,9 @@ impl Mail {
     }
 
     /// Makes a token for `purpose`, stores its hash and queues the mail
-    /// with its link to `recipient`, with `events`, in one transaction. A
-    /// password reset token makes the user's older ones unusable, and is
-    /// not issued (false) within the reset interval of the previous one.
+    /// with its link to `recipient`, with `events`, in one transaction; see
+    /// [`Mail::prepare_token`] for what replaces what. False when a password
+    /// reset is held back by the reset interval of the previous one.
     pub(crate) async fn issue_token(
         &self,
         user_id: Uuid,
@@ -184,42 +184,53 @@ impl Mail {
         new_email: Option<&Email>,
         events: Vec<AuditEvent>,
     ) -> Result<bool, Error> {
+        let (token, mail) = self.prepare_token(user_id, recipient, purpose, new_email)?;
+        self.inner()?.db.issue_mail_token(token, mail, events).await
+    }
+
+    /// A new token for `purpose` and its mail to `recipient`, for the
+    /// caller to store in the transaction that needs them (as Signup does
+    /// with the user). A password reset or email change token makes the
+    /// user's older ones of its purpose unusable: only the latest link
+    /// works. A reset is also not issued within the reset interval of the
+    /// previous one.
+    pub(crate) fn prepare_token(
+        &self,
+        user_id: Uuid,
+        recipient: &Email,
+        purpose: TokenPurpose,
+        new_email: Option<&Email>,
+    ) -> Result<(NewMailToken, NewMail), Error> {
         let inner = self.inner()?;
         let token = MailToken::generate()?;
         let mail = self.render(purpose.mail_kind(), recipient, Some(&token))?;
         let ttl = chrono::Duration::from_std(self.ttl(purpose)?).map_err(Error::internal)?;
-        inner
-            .db
-            .issue_mail_token(
-                NewMailToken {
-                    hash: token.hash(),
-                    user_id,
-                    purpose,
-                    new_email: new_email.map(|email| email.as_str().to_owned()),
-                    expires_at: Utc::now() + ttl,
-                    supersede: purpose == TokenPurpose::PasswordReset,
-                    not_within: (purpose == TokenPurpose::PasswordReset)
-                        .then_some(inner.reset_interval),
-                },
-                mail,
-                events,
-            )
-            .await
+        let token = NewMailToken {
+            hash: token.hash(),
+            user_id,
+            purpose,
+            new_email: new_email.map(|email| email.as_str().to_owned()),
+            expires_at: Utc::now() + ttl,
+            supersede: purpose != TokenPurpose::VerifyEmail,
+            not_within: (purpose == TokenPurpose::PasswordReset).then_some(inner.reset_interval),
+        };
+        Ok((token, mail))
     }
 
-    /// Queues a notice (a mail without a token) with `events`.
-    #[expect(
-        dead_code,
-        reason = "email verification and change (issue 12, part B) use it"
-    )]
+    /// Queues a notice (a mail without a token) with `events`. A sign-up
+    /// attempt notice goes to an address at most once per reset interval,
+    /// so that signing up with someone's address cannot flood their inbox;
+    /// false when one is held back.
     pub(crate) async fn queue_notice(
         &self,
         kind: MailKind,
         recipient: &Email,
         events: Vec<AuditEvent>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
+        let inner = self.inner()?;
         let mail = self.render(kind, recipient, None)?;
-        self.inner()?.db.queue_mail(mail, events).await
+        let not_within = (kind == MailKind::SignupAttempt).then_some(inner.reset_interval);
+        inner.db.queue_mail(mail, not_within, events).await
     }
 
     /// The sender to run on this replica, when mail is on.

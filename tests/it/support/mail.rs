@@ -124,17 +124,23 @@ impl MailSink {
             .collect()
     }
 
-    /// Waits until at least `count` mails arrived, and returns them all.
-    pub(crate) async fn wait_for(&self, count: usize) -> Vec<Mail> {
+    /// Waits until at least `count` mails with `subject` arrived, and
+    /// returns those, oldest first: other mails (a new account's
+    /// verification mail, say) may arrive in between.
+    pub(crate) async fn wait_for_subject(&self, subject: &str, count: usize) -> Vec<Mail> {
         let started = std::time::Instant::now();
         loop {
-            let mails = self.received();
+            let mails: Vec<Mail> = self
+                .received()
+                .into_iter()
+                .filter(|mail| mail.subject == subject)
+                .collect();
             if mails.len() >= count {
                 return mails;
             }
             assert!(
                 started.elapsed() < MAIL_DEADLINE,
-                "{count} mail(s) expected, {} arrived",
+                "{count} mail(s) {subject:?} expected, {} arrived",
                 mails.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
