@@ -32,7 +32,7 @@ impl Accounts {
     }
 
     /// Mails the caller a new verification link. Earlier links keep
-    /// working until they expire.
+    /// working until they expire or one of them verifies the address.
     pub(crate) async fn send_verification_email(
         &self,
         claims: &Claims,
@@ -76,26 +76,14 @@ impl Accounts {
         let Some(token) = token else {
             return Err(self.rejected_token());
         };
-        let origin = origin.clone();
-        let spent = self
-            .db
-            .spend_mail_token(
-                token.hash(),
-                TokenPurpose::VerifyEmail,
-                AfterSpend::VerifyEmail,
-                move |user_id: Uuid| {
-                    vec![
-                        AuditEvent::new(EventType::EmailVerified, Actor::User(user_id), &origin)
-                            .user(user_id),
-                    ]
-                },
-            )
-            .await?;
-        let Some(spent) = spent else {
-            return Err(self.rejected_token());
-        };
-        self.revocations.user_changed(spent.user_id);
-        Ok(())
+        self.spend_token(
+            token.hash(),
+            TokenPurpose::VerifyEmail,
+            AfterSpend::VerifyEmail,
+            EventType::EmailVerified,
+            origin,
+        )
+        .await
     }
 
     /// Mails a confirmation link to `new`, bound to the user and the
@@ -145,8 +133,9 @@ impl Accounts {
 
     /// Makes the address the token was mailed to the account's email,
     /// verified, and mails a notice to the old one: one transaction, in
-    /// which the unique index refuses an address taken meanwhile. Every
-    /// replica then forgets the user's cached profile.
+    /// which the unique index refuses an address taken meanwhile. The old
+    /// address is read first, to render the notice; the spend repeats the
+    /// read as its condition.
     pub(crate) async fn confirm_email_change(
         &self,
         token: Option<MailToken>,
@@ -170,24 +159,33 @@ impl Accounts {
         let notice = self
             .mail
             .render(MailKind::EmailChanged, &user.email, None)?;
+        let after = AfterSpend::ChangeEmail {
+            from: user.email,
+            to: Email::from_stored(new, None),
+            notice,
+        };
+        self.spend_token(hash, purpose, after, EventType::EmailChanged, origin)
+            .await
+    }
+
+    /// Spends a token for `after`, recorded as `kind` done by its user,
+    /// then has every replica forget the user's cached profile, which the
+    /// change made stale. A token that cannot be spent is refused like any
+    /// bad link.
+    async fn spend_token(
+        &self,
+        hash: String,
+        purpose: TokenPurpose,
+        after: AfterSpend,
+        kind: EventType,
+        origin: &Origin,
+    ) -> Result<(), Error> {
         let origin = origin.clone();
         let spent = self
             .db
-            .spend_mail_token(
-                hash,
-                purpose,
-                AfterSpend::ChangeEmail {
-                    from: user.email,
-                    to: Email::from_stored(new, None),
-                    notice,
-                },
-                move |user_id: Uuid| {
-                    vec![
-                        AuditEvent::new(EventType::EmailChanged, Actor::User(user_id), &origin)
-                            .user(user_id),
-                    ]
-                },
-            )
+            .spend_mail_token(hash, purpose, after, move |user_id: Uuid| {
+                vec![AuditEvent::new(kind, Actor::User(user_id), &origin).user(user_id)]
+            })
             .await?;
         let Some(spent) = spent else {
             return Err(self.rejected_token());
