@@ -557,7 +557,7 @@ impl Database {
 
 impl Database {
     /// Called once a transaction that queued mail committed.
-    fn outbox_committed(&self) {
+    pub(super) fn outbox_committed(&self) {
         self.outbox_wakeup.notify_one();
     }
 
