@@ -51,6 +51,11 @@ impl MailKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
+    /// Its position in [`MailKind::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// Whether the mail carries a token link, so its bodies must be
     /// emptied once it is delivered.
     pub(crate) fn carries_token(self) -> bool {
@@ -157,8 +162,9 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_by_name() {
-        for kind in MailKind::ALL {
+        for (index, kind) in MailKind::ALL.into_iter().enumerate() {
             assert_eq!(MailKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(kind.index(), index);
         }
         assert_eq!(MailKind::parse("other"), None);
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::{
     password_reset::{request_reset, reset, spawn_with_mail},
-    support::{Backend, MailSink, PASSWORD, Process, TestDb, backend_tests, eventually},
+    support::{
+        Backend, MailSink, PASSWORD, Process, TestDb, backend_tests, eventually, sample, scrape,
+    },
 };
 
 backend_tests!(
@@ -49,7 +51,8 @@ async fn a_mail_committed_before_a_kill_goes_out_after_a_restart(backend: Backen
     let db = Arc::new(TestDb::new(backend).await);
     let mut sink = MailSink::stopped();
     let flags = sink.flags();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    flags.extend(["--metrics-listen", "127.0.0.1:0"]);
     let first = Process::start(&db, &flags);
     let app = first.app(&db);
     app.signup("ada@example.com", PASSWORD, "ada")
@@ -65,6 +68,12 @@ async fn a_mail_committed_before_a_kill_goes_out_after_a_restart(backend: Backen
         app.db.count(released).await == 1
     })
     .await;
+    let metrics = scrape(first.metrics_addr.expect("metrics")).await;
+    let failed = sample(
+        &metrics,
+        r#"authd_mail_failed_total{kind="password_reset"}"#,
+    );
+    assert!(failed >= Some(1.0), "{metrics}");
     first.kill();
 
     sink.resume();
