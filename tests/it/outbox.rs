@@ -15,6 +15,7 @@ use crate::{
 backend_tests!(
     a_mail_queued_while_smtp_is_down_goes_out_when_it_is_back,
     a_mail_committed_before_a_kill_goes_out_after_a_restart,
+    an_undeliverable_mail_is_given_up_and_kept,
 );
 
 const PENDING: &str = "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL";
@@ -161,4 +162,20 @@ async fn no_token_reaches_the_log() {
     assert!(!log.contains(&token), "a token in the log");
     assert!(!log.contains("app.test/reset"), "a link in the log");
     authd.terminate();
+}
+
+async fn an_undeliverable_mail_is_given_up_and_kept(backend: Backend) {
+    let sink = MailSink::stopped();
+    let app = spawn_with_mail(backend, &sink, &["--mail-give-up-after", "1s"]).await;
+    app.user_with_token("ada@example.com").await;
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    let given_up = "SELECT COUNT(*) AS n FROM outbox \
+                    WHERE gave_up_at IS NOT NULL AND sent_at IS NULL AND text_body = '' \
+                    AND html_body IS NULL";
+    eventually("the mail given up, its bodies emptied", || async {
+        app.db.count(given_up).await == 1
+    })
+    .await;
 }

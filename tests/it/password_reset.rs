@@ -16,6 +16,8 @@ backend_tests!(
     one_mail_per_address_per_interval,
     a_reset_keeps_the_second_factor,
     malformed_requests_are_refused_precisely,
+    a_reset_clears_the_login_throttle,
+    mail_calls_count_against_the_client_rate,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -261,4 +263,47 @@ async fn malformed_requests_are_refused_precisely(backend: Backend) {
         assert_eq!(refused.code(), Code::Unauthenticated);
         assert_eq!(refused.message(), "invalid or expired link");
     }
+}
+
+async fn a_reset_clears_the_login_throttle(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &["--lockout-threshold", "2"]).await;
+    app.user_with_token("ada@example.com").await;
+    for _ in 0..2 {
+        app.login("ada@example.com", "a wrong guess")
+            .await
+            .expect_err("wrong password");
+    }
+    let locked = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .expect_err("throttled");
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    let token = sink.wait_for(1).await[0].token();
+    reset(&app, &token, NEW_PASSWORD).await.expect("reset");
+    app.login("ada@example.com", NEW_PASSWORD)
+        .await
+        .expect("the throttle was cleared");
+}
+
+async fn mail_calls_count_against_the_client_rate(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &["--mail-rate", "2/min"]).await;
+    request_reset(&app, "ada@example.com").await.expect("first");
+    let wrong = reset(&app, &"A".repeat(43), NEW_PASSWORD)
+        .await
+        .expect_err("a wrong token");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let limited = reset(&app, &"B".repeat(43), NEW_PASSWORD)
+        .await
+        .expect_err("over the rate");
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    let limited = request_reset(&app, "ada@example.com")
+        .await
+        .expect_err("over the rate");
+    assert_eq!(limited.code(), Code::ResourceExhausted);
 }
