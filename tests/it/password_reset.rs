@@ -5,7 +5,9 @@
 use authd::api::proto::{RequestPasswordResetRequest, ResetPasswordRequest};
 use tonic::{Code, Status};
 
-use crate::support::{Backend, MailSink, PASSWORD, TestApp, backend_tests, eventually, violations};
+use crate::support::{
+    Backend, MailSink, PASSWORD, TestApp, TestDb, backend_tests, config, eventually, violations,
+};
 
 backend_tests!(
     a_reset_mail_sets_a_new_password_and_ends_every_session,
@@ -18,6 +20,7 @@ backend_tests!(
     malformed_requests_are_refused_precisely,
     a_reset_clears_the_login_throttle,
     mail_calls_count_against_the_client_rate,
+    startup_refuses_mail_settings_it_cannot_use,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -306,4 +309,40 @@ async fn mail_calls_count_against_the_client_rate(backend: Backend) {
         .await
         .expect_err("over the rate");
     assert_eq!(limited.code(), Code::ResourceExhausted);
+}
+
+async fn startup_refuses_mail_settings_it_cannot_use(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = MailSink::start();
+    let flags = sink.flags();
+    let valid: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let templates = tempfile::tempdir().expect("template dir");
+    std::fs::write(templates.path().join("password_reset.txt"), "no link").expect("write");
+    let templates = templates.path().to_str().expect("utf-8").to_owned();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--password-reset-url", "https://app.test/reset"],
+            "AUTHD_PASSWORD_RESET_URL must contain {token}",
+        ),
+        (&["--mail-from", "not an address"], "AUTHD_MAIL_FROM"),
+        (&["--smtp-url", "http://127.0.0.1:25"], "AUTHD_SMTP_URL"),
+        (
+            &["--mail-template-dir", "/nonexistent"],
+            "AUTHD_MAIL_TEMPLATE_DIR",
+        ),
+        (
+            &["--mail-template-dir", &templates],
+            "password_reset.txt and password_reset.html must contain {link}",
+        ),
+    ];
+    for (bad, named) in cases {
+        let args: Vec<&str> = valid.iter().chain(bad).copied().collect();
+        let config = config(&db, &args).expect("parsed");
+        let error = authd::Application::build(&config)
+            .await
+            .err()
+            .expect("refused at startup")
+            .to_string();
+        assert!(error.contains(named), "{bad:?}: {error}");
+    }
 }

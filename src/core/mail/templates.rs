@@ -80,6 +80,13 @@ impl Templates {
     /// part. A kind that carries a link must keep `{link}` in both bodies;
     /// a subject is one line.
     pub(super) fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
+        if let Some(dir) = dir {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "AUTHD_MAIL_TEMPLATE_DIR {} is not a directory",
+                dir.display()
+            );
+        }
         let mut templates = Vec::with_capacity(MailKind::ALL.len());
         for kind in MailKind::ALL {
             let (subject, text, html) = built_in(kind);
