@@ -2,11 +2,14 @@
 //! test reads the delivered mail, follows its link's token and completes
 //! the flow.
 
-use authd::api::proto::{RequestPasswordResetRequest, ResetPasswordRequest};
+use authd::api::proto::{
+    RequestPasswordResetRequest, ResetPasswordRequest, admin::SetPasswordRequest,
+};
 use tonic::{Code, Status};
 
 use crate::support::{
-    Backend, MailSink, PASSWORD, TestApp, TestDb, backend_tests, config, eventually, violations,
+    Backend, MailSink, PASSWORD, TestApp, TestDb, authorized, backend_tests, config, eventually,
+    violations,
 };
 
 backend_tests!(
@@ -21,6 +24,7 @@ backend_tests!(
     a_reset_clears_the_login_throttle,
     mail_calls_count_against_the_client_rate,
     startup_refuses_mail_settings_it_cannot_use,
+    an_operator_setting_the_password_retires_reset_links,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -345,4 +349,33 @@ async fn startup_refuses_mail_settings_it_cannot_use(backend: Backend) {
             .to_string();
         assert!(error.contains(named), "{bad:?}: {error}");
     }
+}
+
+async fn an_operator_setting_the_password_retires_reset_links(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &[]).await;
+    let (_, admin) = app.user_with_roles("root@example.com", &["admin"]).await;
+    let (user, _) = app.user_with_token("ada@example.com").await;
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    let token = sink.wait_for(1).await[0].token();
+    app.admin_client()
+        .await
+        .set_password(authorized(
+            SetPasswordRequest {
+                id: user.id,
+                password: "set by an operator".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("set password");
+    let refused = reset(&app, &token, NEW_PASSWORD)
+        .await
+        .expect_err("retired by the operator's password");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    app.login("ada@example.com", "set by an operator")
+        .await
+        .expect("the operator's password stands");
 }
