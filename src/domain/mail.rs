@@ -47,13 +47,15 @@ impl MailKind {
         self as usize
     }
 
-    /// Whether the mail carries a token link, so its bodies must be
-    /// emptied once it is delivered.
-    pub(crate) fn carries_token(self) -> bool {
-        matches!(
-            self,
-            Self::PasswordReset | Self::VerifyEmail | Self::ChangeEmail
-        )
+    /// The purpose of the token whose link the mail carries, if it carries
+    /// one; its bodies are then emptied once it is delivered.
+    pub(crate) fn purpose(self) -> Option<TokenPurpose> {
+        match self {
+            Self::PasswordReset => Some(TokenPurpose::PasswordReset),
+            Self::VerifyEmail => Some(TokenPurpose::VerifyEmail),
+            Self::ChangeEmail => Some(TokenPurpose::ChangeEmail),
+            Self::EmailChanged | Self::SignupAttempt => None,
+        }
     }
 }
 
@@ -61,15 +63,7 @@ impl MailKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenPurpose {
     PasswordReset,
-    #[expect(
-        dead_code,
-        reason = "email verification and change (issue 12, part B) use it"
-    )]
     VerifyEmail,
-    #[expect(
-        dead_code,
-        reason = "email verification and change (issue 12, part B) use it"
-    )]
     ChangeEmail,
 }
 

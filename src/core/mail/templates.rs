@@ -114,7 +114,7 @@ impl Templates {
                 !template.subject.is_empty() && !template.subject.contains(['\r', '\n']),
                 "mail template {name}.subject must be one non-empty line"
             );
-            if kind.carries_token() {
+            if kind.purpose().is_some() {
                 anyhow::ensure!(
                     template.text.contains(LINK) && template.html.contains(LINK),
                     "mail templates {name}.txt and {name}.html must contain {LINK}"
