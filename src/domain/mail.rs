@@ -1,16 +1,7 @@
 //! What authd mails: the kinds of mail, and the single-use tokens their
 //! links carry.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use secrecy::{ExposeSecret, SecretBox};
-use sha2::{Digest, Sha256};
-
-use super::Error;
-
-/// 256 random bits: guessing one is hopeless, whatever the rate.
-const TOKEN_BYTES: usize = 32;
-/// Characters of an encoded token: base64url of 32 bytes, unpadded.
-const TOKEN_CHARS: usize = 43;
+use super::{Error, token::OpaqueToken};
 
 /// Every kind of mail. The names are stored in the outbox and used as the
 /// metrics' `kind` label, so the set is fixed.
@@ -51,13 +42,20 @@ impl MailKind {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
-    /// Whether the mail carries a token link, so its bodies must be
-    /// emptied once it is delivered.
-    pub(crate) fn carries_token(self) -> bool {
-        matches!(
-            self,
-            Self::PasswordReset | Self::VerifyEmail | Self::ChangeEmail
-        )
+    /// Its position in [`MailKind::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The purpose of the token whose link the mail carries, if it carries
+    /// one; its bodies are then emptied once it is delivered.
+    pub(crate) fn purpose(self) -> Option<TokenPurpose> {
+        match self {
+            Self::PasswordReset => Some(TokenPurpose::PasswordReset),
+            Self::VerifyEmail => Some(TokenPurpose::VerifyEmail),
+            Self::ChangeEmail => Some(TokenPurpose::ChangeEmail),
+            Self::EmailChanged | Self::SignupAttempt => None,
+        }
     }
 }
 
@@ -88,39 +86,29 @@ impl TokenPurpose {
     }
 }
 
-/// A mailed token: 32 random bytes, base64url without padding in links.
+/// A mailed token: an [`OpaqueToken`], base64url without padding in links.
 /// Never printed; the database keeps only its hash.
-pub(crate) struct MailToken(SecretBox<[u8; TOKEN_BYTES]>);
+pub(crate) struct MailToken(OpaqueToken);
 
 impl MailToken {
     pub(crate) fn generate() -> Result<Self, Error> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(Self(SecretBox::new(Box::new(bytes))))
+        OpaqueToken::generate().map(Self)
     }
 
     /// Reads a token as a client presents it: exactly 43 base64url
     /// characters, or it cannot be one of ours.
     pub(crate) fn parse(text: &str) -> Option<Self> {
-        if text.len() != TOKEN_CHARS
-            || !text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return None;
-        }
-        let bytes: [u8; TOKEN_BYTES] = URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()?;
-        Some(Self(SecretBox::new(Box::new(bytes))))
+        OpaqueToken::parse(text).map(Self)
     }
 
     /// The text that goes into the link.
     pub(crate) fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0.expose_secret())
+        self.0.encode()
     }
 
     /// What the database stores and looks the token up by: its SHA-256.
     pub(crate) fn hash(&self) -> String {
-        URL_SAFE_NO_PAD.encode(Sha256::digest(self.0.expose_secret()))
+        self.0.hash()
     }
 }
 
@@ -132,7 +120,7 @@ mod tests {
     fn a_token_reads_back_as_itself_and_junk_does_not_parse() {
         let token = MailToken::generate().unwrap();
         let text = token.encode();
-        assert_eq!(text.len(), TOKEN_CHARS);
+        assert_eq!(text.len(), 43);
         let parsed = MailToken::parse(&text).unwrap();
         assert_eq!(parsed.hash(), token.hash());
         assert_ne!(token.hash(), text);
@@ -149,8 +137,9 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_by_name() {
-        for kind in MailKind::ALL {
+        for (index, kind) in MailKind::ALL.into_iter().enumerate() {
             assert_eq!(MailKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(kind.index(), index);
         }
         assert_eq!(MailKind::parse("other"), None);
     }

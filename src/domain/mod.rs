@@ -21,6 +21,7 @@ pub(crate) mod mfa;
 pub(crate) mod roles;
 pub(crate) mod service_account;
 pub(crate) mod session;
+pub(crate) mod token;
 
 pub(crate) use error::{Error, FieldViolation};
 pub(crate) use roles::{Role, Roles};

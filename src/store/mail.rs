@@ -575,7 +575,7 @@ impl Database {
             + 'static,
     {
         let now = Utc::now().naive_utc();
-        let clear = mail.kind.carries_token();
+        let clear = mail.kind.purpose().is_some();
         with_conn!(self, |conn| {
             let row = outbox::table.find(&mail.id);
             let result = if clear {

@@ -17,8 +17,8 @@ use tonic::{Code, Status};
 use crate::{
     password_reset::spawn_with_mail,
     support::{
-        self, Backend, Mail, MailSink, PASSWORD, TestApp, TestDb, authorized, backend_tests,
-        jwt_claims, sample, scrape, violations,
+        self, Backend, Mail, MailSink, PASSWORD, TestApp, TestDb, VERIFY, authorized,
+        backend_tests, jwt_claims, sample, scrape, violations,
     },
 };
 
@@ -35,7 +35,6 @@ backend_tests!(
 
 const REQUIRE_VERIFIED: [&str; 2] = ["--require-verified-email", "true"];
 const ADMIN_EMAIL: &str = "root@example.com";
-const VERIFY: &str = "Verify your email address";
 const CHANGE: &str = "Confirm your new email address";
 const CHANGED: &str = "Your email address was changed";
 const SIGNUP_ATTEMPT: &str = "Someone tried to sign up with your address";

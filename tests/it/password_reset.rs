@@ -2,10 +2,15 @@
 //! test reads the delivered mail, follows its link's token and completes
 //! the flow.
 
-use authd::api::proto::{RequestPasswordResetRequest, ResetPasswordRequest};
+use authd::api::proto::{
+    RequestPasswordResetRequest, ResetPasswordRequest, admin::SetPasswordRequest,
+};
 use tonic::{Code, Status};
 
-use crate::support::{Backend, MailSink, PASSWORD, TestApp, backend_tests, eventually, violations};
+use crate::support::{
+    Backend, MailSink, PASSWORD, RESET, TestApp, TestDb, authorized, backend_tests, config,
+    eventually, violations,
+};
 
 backend_tests!(
     a_reset_mail_sets_a_new_password_and_ends_every_session,
@@ -16,12 +21,13 @@ backend_tests!(
     one_mail_per_address_per_interval,
     a_reset_keeps_the_second_factor,
     malformed_requests_are_refused_precisely,
+    a_reset_clears_the_login_throttle,
+    mail_calls_count_against_the_client_rate,
+    startup_refuses_mail_settings_it_cannot_use,
+    an_operator_setting_the_password_retires_reset_links,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
-/// The subject of a reset mail: Signup mails each new account a
-/// verification link too.
-pub(crate) const RESET: &str = "Reset your password";
 
 pub(crate) async fn spawn_with_mail(backend: Backend, sink: &MailSink, extra: &[&str]) -> TestApp {
     let flags = sink.flags();
@@ -270,4 +276,112 @@ async fn malformed_requests_are_refused_precisely(backend: Backend) {
         assert_eq!(refused.code(), Code::Unauthenticated);
         assert_eq!(refused.message(), "invalid or expired link");
     }
+}
+
+async fn a_reset_clears_the_login_throttle(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &["--lockout-threshold", "2"]).await;
+    app.user_with_token("ada@example.com").await;
+    for _ in 0..2 {
+        app.login("ada@example.com", "a wrong guess")
+            .await
+            .expect_err("wrong password");
+    }
+    let locked = app
+        .login("ada@example.com", PASSWORD)
+        .await
+        .expect_err("throttled");
+    assert_eq!(locked.code(), Code::ResourceExhausted);
+
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    let token = sink.wait_for_subject(RESET, 1).await[0].token();
+    reset(&app, &token, NEW_PASSWORD).await.expect("reset");
+    app.login("ada@example.com", NEW_PASSWORD)
+        .await
+        .expect("the throttle was cleared");
+}
+
+async fn mail_calls_count_against_the_client_rate(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &["--mail-rate", "2/min"]).await;
+    request_reset(&app, "ada@example.com").await.expect("first");
+    let wrong = reset(&app, &"A".repeat(43), NEW_PASSWORD)
+        .await
+        .expect_err("a wrong token");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let limited = reset(&app, &"B".repeat(43), NEW_PASSWORD)
+        .await
+        .expect_err("over the rate");
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+    let limited = request_reset(&app, "ada@example.com")
+        .await
+        .expect_err("over the rate");
+    assert_eq!(limited.code(), Code::ResourceExhausted);
+}
+
+async fn startup_refuses_mail_settings_it_cannot_use(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = MailSink::start();
+    let flags = sink.flags();
+    let valid: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let templates = tempfile::tempdir().expect("template dir");
+    std::fs::write(templates.path().join("password_reset.txt"), "no link").expect("write");
+    let templates = templates.path().to_str().expect("utf-8").to_owned();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--password-reset-url", "https://app.test/reset"],
+            "AUTHD_PASSWORD_RESET_URL must contain {token}",
+        ),
+        (&["--mail-from", "not an address"], "AUTHD_MAIL_FROM"),
+        (&["--smtp-url", "http://127.0.0.1:25"], "AUTHD_SMTP_URL"),
+        (
+            &["--mail-template-dir", "/nonexistent"],
+            "AUTHD_MAIL_TEMPLATE_DIR",
+        ),
+        (
+            &["--mail-template-dir", &templates],
+            "password_reset.txt and password_reset.html must contain {link}",
+        ),
+    ];
+    for (bad, named) in cases {
+        let args: Vec<&str> = valid.iter().chain(bad).copied().collect();
+        let config = config(&db, &args).expect("parsed");
+        let error = authd::Application::build(&config)
+            .await
+            .err()
+            .expect("refused at startup")
+            .to_string();
+        assert!(error.contains(named), "{bad:?}: {error}");
+    }
+}
+
+async fn an_operator_setting_the_password_retires_reset_links(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &[]).await;
+    let (_, admin) = app.user_with_roles("root@example.com", &["admin"]).await;
+    let (user, _) = app.user_with_token("ada@example.com").await;
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    let token = sink.wait_for_subject(RESET, 1).await[0].token();
+    app.admin_client()
+        .await
+        .set_password(authorized(
+            SetPasswordRequest {
+                id: user.id,
+                password: "set by an operator".into(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("set password");
+    let refused = reset(&app, &token, NEW_PASSWORD)
+        .await
+        .expect_err("retired by the operator's password");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    app.login("ada@example.com", "set by an operator")
+        .await
+        .expect("the operator's password stands");
 }

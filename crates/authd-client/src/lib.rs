@@ -82,7 +82,7 @@ redacting_debug!(admin::v1, CreateApiKeyResponse { key_id } secret { api_key });
 mod tests {
     use super::v1::{
         ChangePasswordRequest, ConfirmTotpResponse, LoginRequest, LoginResponse, MfaChallenge,
-        SignupRequest,
+        ResetPasswordRequest, SignupRequest,
     };
 
     #[test]
@@ -100,6 +100,12 @@ mod tests {
         };
         let printed = format!("{change:?}");
         assert!(!printed.contains("old-pw-1") && !printed.contains("new-pw-2"));
+        let reset = ResetPasswordRequest {
+            token: "resettokensecret".into(),
+            new_password: "new-pw-3".into(),
+        };
+        let printed = format!("{reset:?}");
+        assert!(!printed.contains("resettokensecret") && !printed.contains("new-pw-3"));
         let signup = SignupRequest {
             email: "a@example.com".into(),
             password: "hunter2hunter2".into(),

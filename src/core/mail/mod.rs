@@ -151,11 +151,11 @@ impl Mail {
         token: Option<&MailToken>,
     ) -> Result<NewMail, Error> {
         let inner = self.inner()?;
-        let link = token.map(|token| {
-            let template = match kind {
-                MailKind::VerifyEmail => &inner.links.email_verification,
-                MailKind::ChangeEmail => &inner.links.email_change,
-                _ => &inner.links.password_reset,
+        let link = kind.purpose().zip(token).map(|(purpose, token)| {
+            let template = match purpose {
+                TokenPurpose::PasswordReset => &inner.links.password_reset,
+                TokenPurpose::VerifyEmail => &inner.links.email_verification,
+                TokenPurpose::ChangeEmail => &inner.links.email_change,
             };
             SecretString::from(template.replace(TOKEN_PLACEHOLDER, &token.encode()))
         });

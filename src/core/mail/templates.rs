@@ -25,7 +25,8 @@ pub(super) struct Rendered {
     pub(super) html: String,
 }
 
-pub(super) struct Templates(Vec<(MailKind, Template)>);
+/// One template per kind, in the order of [`MailKind::ALL`].
+pub(super) struct Templates([Template; MailKind::ALL.len()]);
 
 fn built_in(kind: MailKind) -> (&'static str, &'static str, &'static str) {
     match kind {
@@ -79,7 +80,14 @@ impl Templates {
     /// part. A kind that carries a link must keep `{link}` in both bodies;
     /// a subject is one line.
     pub(super) fn load(dir: Option<&Path>) -> anyhow::Result<Self> {
-        let mut templates = Vec::new();
+        if let Some(dir) = dir {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "AUTHD_MAIL_TEMPLATE_DIR {} is not a directory",
+                dir.display()
+            );
+        }
+        let mut templates = Vec::with_capacity(MailKind::ALL.len());
         for kind in MailKind::ALL {
             let (subject, text, html) = built_in(kind);
             let part = |extension: &str, default: &str| -> anyhow::Result<String> {
@@ -106,28 +114,22 @@ impl Templates {
                 !template.subject.is_empty() && !template.subject.contains(['\r', '\n']),
                 "mail template {name}.subject must be one non-empty line"
             );
-            if kind.carries_token() {
+            if kind.purpose().is_some() {
                 anyhow::ensure!(
                     template.text.contains(LINK) && template.html.contains(LINK),
                     "mail templates {name}.txt and {name}.html must contain {LINK}"
                 );
             }
-            templates.push((kind, template));
+            templates.push(template);
         }
+        let templates = templates
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("a mail template per kind"))?;
         Ok(Self(templates))
     }
 
     pub(super) fn render(&self, kind: MailKind, link: Option<&str>) -> Rendered {
-        let empty = Template {
-            subject: String::new(),
-            text: String::new(),
-            html: String::new(),
-        };
-        let template = self
-            .0
-            .iter()
-            .find(|(of, _)| *of == kind)
-            .map_or(&empty, |(_, template)| template);
+        let template = &self.0[kind.index()];
         let link = link.unwrap_or_default();
         Rendered {
             subject: template.subject.clone(),

@@ -18,6 +18,12 @@ pub(crate) const VERIFY_URL: &str = "https://app.test/verify?token={token}";
 pub(crate) const CHANGE_URL: &str = "https://app.test/change-email?token={token}";
 pub(crate) const FROM: &str = "authd <no-reply@authd.test>";
 
+/// The subject of a reset mail; Signup mails each new account one with
+/// [`VERIFY`] too, so tests pick mails by subject.
+pub(crate) const RESET: &str = "Reset your password";
+/// The subject of a verification mail.
+pub(crate) const VERIFY: &str = "Verify your email address";
+
 /// How long a test waits for mail: the sender wakes at once on a queued
 /// mail, so this is only a bound for a loaded machine.
 const MAIL_DEADLINE: Duration = Duration::from_secs(20);

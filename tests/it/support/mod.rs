@@ -14,7 +14,7 @@ pub(crate) use self::{
     db::TestDb,
     http::{get, sample, scrape},
     jwt::{jwt_claims, jwt_kid, new_signing_key_pem, write_key_file},
-    mail::{Mail, MailSink},
+    mail::{Mail, MailSink, RESET, VERIFY},
     process::Process,
     tools::{npm_project, venv},
 };
