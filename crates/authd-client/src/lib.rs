@@ -81,8 +81,9 @@ redacting_debug!(admin::v1, CreateApiKeyResponse { key_id } secret { api_key });
 #[cfg(test)]
 mod tests {
     use super::v1::{
-        ChangePasswordRequest, ConfirmTotpResponse, LoginRequest, LoginResponse, MfaChallenge,
-        ResetPasswordRequest, SignupRequest,
+        ChangePasswordRequest, ConfirmEmailChangeRequest, ConfirmTotpResponse, LoginRequest,
+        LoginResponse, MfaChallenge, RequestEmailChangeRequest, ResetPasswordRequest,
+        SignupRequest, VerifyEmailRequest,
     };
 
     #[test]
@@ -106,6 +107,21 @@ mod tests {
         };
         let printed = format!("{reset:?}");
         assert!(!printed.contains("resettokensecret") && !printed.contains("new-pw-3"));
+        let verify = VerifyEmailRequest {
+            token: "verifytokensecret".into(),
+        };
+        let change = RequestEmailChangeRequest {
+            new_email: "new@example.com".into(),
+            current_password: "old-pw-4".into(),
+        };
+        let confirm = ConfirmEmailChangeRequest {
+            token: "changetokensecret".into(),
+        };
+        let printed = format!("{verify:?} {change:?} {confirm:?}");
+        for secret in ["verifytokensecret", "old-pw-4", "changetokensecret"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("new@example.com"));
         let signup = SignupRequest {
             email: "a@example.com".into(),
             password: "hunter2hunter2".into(),
