@@ -319,7 +319,10 @@ impl Database {
     /// records the events `events` makes for the token's user, in one
     /// transaction. None, writing nothing, if no such token is live:
     /// unknown, expired, used, or spent concurrently (the update that marks
-    /// it used is the only one that succeeds).
+    /// it used is the only one that succeeds). None too, with the token
+    /// spent and nothing else written, when the address `after` depends on
+    /// is no longer the user's. [`Error::EmailTaken`] when an email change
+    /// meets another account's address; then nothing is written at all.
     pub(crate) async fn spend_mail_token<E>(
         &self,
         hash: String,

@@ -29,6 +29,7 @@ backend_tests!(
     mail_calls_answer_failed_precondition_without_smtp,
     an_email_change_is_confirmed_from_the_new_address,
     an_address_taken_before_the_confirmation_is_refused,
+    wrong_passwords_to_an_email_change_count_as_failed_logins,
     an_unverified_account_may_not_log_in_when_verification_is_required,
     signup_hides_a_taken_address_when_verification_is_required,
 );
@@ -397,6 +398,32 @@ async fn an_address_taken_before_the_confirmation_is_refused(backend: Backend) {
             .await,
         0,
         "no notice queued"
+    );
+}
+
+async fn wrong_passwords_to_an_email_change_count_as_failed_logins(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &["--lockout-threshold", "2"]).await;
+    let email = "ike@example.com";
+    let (_, access) = app.user_with_token(email).await;
+    for _ in 0..2 {
+        assert_status(
+            request_change(&app, &access, "ike@new.example", "a wrong guess").await,
+            Code::Unauthenticated,
+            "current password is incorrect",
+        );
+    }
+    let locked = request_change(&app, &access, "ike@new.example", PASSWORD)
+        .await
+        .expect_err("throttled");
+    assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
+    let login = app.login(email, PASSWORD).await.expect_err("one counter");
+    assert_eq!(login.code(), Code::ResourceExhausted, "{login:?}");
+    assert_eq!(
+        app.db
+            .count("SELECT COUNT(*) AS n FROM outbox WHERE kind = 'change_email'")
+            .await,
+        0
     );
 }
 
