@@ -32,6 +32,8 @@ backend_tests!(
     wrong_passwords_to_an_email_change_count_as_failed_logins,
     an_unverified_account_may_not_log_in_when_verification_is_required,
     signup_hides_a_taken_address_when_verification_is_required,
+    an_unverified_account_gets_no_second_factor_challenge,
+    a_verification_link_proves_only_the_address_it_was_mailed_to,
 );
 
 const REQUIRE_VERIFIED: [&str; 2] = ["--require-verified-email", "true"];
@@ -548,4 +550,50 @@ async fn signup_hides_a_taken_address_when_verification_is_required(backend: Bac
         .await
         .expect_err("taken");
     assert_eq!(taken.code(), Code::AlreadyExists);
+}
+
+async fn an_unverified_account_gets_no_second_factor_challenge(backend: Backend) {
+    let sink = MailSink::start();
+    let before = spawn_with_mail(backend, &sink, &[]).await;
+    let email = "jo@example.com";
+    crate::totp::user_with_totp(&before, email).await;
+    let challenge = before.login(email, PASSWORD).await.expect("login");
+    assert!(challenge.mfa_challenge.is_some(), "TOTP is on");
+
+    // The same account once the server requires verified addresses.
+    let flags = sink.flags();
+    let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    args.extend_from_slice(&REQUIRE_VERIFIED);
+    let after = TestApp::spawn_on(Arc::clone(&before.db), &args).await;
+    assert_status(
+        after.login(email, PASSWORD).await.map(drop),
+        Code::FailedPrecondition,
+        "email not verified",
+    );
+}
+
+async fn a_verification_link_proves_only_the_address_it_was_mailed_to(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &[]).await;
+    let admin = admin_token(&app).await;
+    let email = "kai@example.com";
+    let (user, access) = app.user_with_token(email).await;
+    let token = token_of(&sink, VERIFY, email, 1).await;
+    let request = UpdateUserRequest {
+        user: Some(User {
+            id: user.id.clone(),
+            email: "kai@elsewhere.example".into(),
+            ..User::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["email".into()],
+        }),
+    };
+    app.admin_client()
+        .await
+        .update_user(authorized(request, &admin))
+        .await
+        .expect("an operator changes the email");
+    assert_bad_link(verify(&app, &token).await, "a link to the old address");
+    assert!(!app.get_me(&access).await.expect("me").email_verified);
 }
