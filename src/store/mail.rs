@@ -508,51 +508,36 @@ impl Database {
                     )
             };
         }
+        // Picks due ids (`$lock` adds row locking where there is any) and
+        // claims those still unclaimed, in one transaction.
         macro_rules! claim {
-            ($conn:expr, $ids:expr) => {
-                diesel::update(due!().filter(outbox::id.eq_any($ids)))
-                    .set((
-                        outbox::claimed_until.eq(until),
-                        outbox::attempts.eq(outbox::attempts + 1),
-                    ))
-                    .returning(OutboxRow::as_returning())
-                    .get_results::<OutboxRow>($conn)
-                    .await
-            };
+            ($pool:expr, |$query:ident| $lock:expr) => {{
+                let mut conn = $pool.get().await.map_err(super::pool_error)?;
+                conn.transaction::<_, QueryError, _>(async |conn| {
+                    let $query = due!()
+                        .order(outbox::next_attempt_at.asc())
+                        .select(outbox::id)
+                        .limit(batch);
+                    let ids: Vec<String> = $lock.load(conn).await?;
+                    diesel::update(due!().filter(outbox::id.eq_any(ids)))
+                        .set((
+                            outbox::claimed_until.eq(until),
+                            outbox::attempts.eq(outbox::attempts + 1),
+                        ))
+                        .returning(OutboxRow::as_returning())
+                        .get_results::<OutboxRow>(conn)
+                        .await
+                })
+                .await
+                .map_err(query_error)?
+            }};
         }
         let rows = match &self.pools {
-            Pools::Postgres(pool, _) => {
-                let mut conn = pool.get().await.map_err(super::pool_error)?;
-                conn.transaction::<_, QueryError, _>(async |conn| {
-                    let ids: Vec<String> = due!()
-                        .order(outbox::next_attempt_at.asc())
-                        .select(outbox::id)
-                        .limit(batch)
-                        .for_update()
-                        .skip_locked()
-                        .load(conn)
-                        .await?;
-                    claim!(conn, ids)
-                })
-                .await
-                .map_err(query_error)?
-            }
+            // Rows another replica is claiming are skipped, not waited for.
+            Pools::Postgres(pool, _) => claim!(pool, |due| due.for_update().skip_locked()),
             // One writer at a time: the update re-checks that each row is
             // still unclaimed, so two senders on one file never share one.
-            Pools::Sqlite(pool, _) => {
-                let mut conn = pool.get().await.map_err(super::pool_error)?;
-                conn.transaction::<_, QueryError, _>(async |conn| {
-                    let ids: Vec<String> = due!()
-                        .order(outbox::next_attempt_at.asc())
-                        .select(outbox::id)
-                        .limit(batch)
-                        .load(conn)
-                        .await?;
-                    claim!(conn, ids)
-                })
-                .await
-                .map_err(query_error)?
-            }
+            Pools::Sqlite(pool, _) => claim!(pool, |due| due),
         };
         rows.into_iter().map(OutboxRow::into_claimed).collect()
     }
