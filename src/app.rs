@@ -488,6 +488,9 @@ async fn watch_database(database: Database, reporter: HealthReporter) {
     loop {
         tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
         let reachable = database.ping().await.is_ok();
+        if !reachable {
+            database.forget_idle_connections();
+        }
         if reachable != serving {
             serving = reachable;
             tracing::warn!(reachable, "database reachability changed");

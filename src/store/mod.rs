@@ -270,6 +270,17 @@ impl Database {
             .map_err(query_error))
     }
 
+    /// Drops every connection waiting in the pool. Once the database was
+    /// unreachable, those idle through the outage are cut without knowing
+    /// it, and each would fail the next call it is lent to after the
+    /// database is back.
+    pub(crate) fn forget_idle_connections(&self) {
+        match &self.pools {
+            Pools::Postgres(pool, _) => drop(pool.retain(|_, _| false)),
+            Pools::Sqlite(pool, _) => drop(pool.retain(|_, _| false)),
+        }
+    }
+
     /// How many connections the pool holds, lends and may open right now.
     pub(crate) fn pool_status(&self) -> deadpool::Status {
         match &self.pools {
