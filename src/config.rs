@@ -683,6 +683,19 @@ mod tests {
     }
 
     #[test]
+    fn the_password_min_score_is_3_unless_set_within_0_to_4() {
+        let cli = Cli::try_parse_from(["authd"]).expect("defaults");
+        assert_eq!(cli.settings.password_min_score, 3);
+        assert!(cli.settings.breached_passwords_file.is_none());
+        for bad in ["5", "40", "strong"] {
+            let error = Cli::try_parse_from(["authd", "--password-min-score", bad])
+                .err()
+                .expect("out of range");
+            assert!(error.to_string().contains("--password-min-score"), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_ipv6_prefix_length_is_64_unless_set_within_32_to_128() {
         let cli = Cli::try_parse_from(["authd"]).expect("defaults");
         assert_eq!(cli.settings.ipv6_prefix_length, 64);
