@@ -28,7 +28,7 @@ backend_tests!(
     breached_passwords_are_refused_only_with_the_file,
     weak_passwords_are_refused_by_score_unless_the_minimum_is_zero,
     change_password_and_the_admin_api_apply_the_policy,
-    login_reports_a_password_breached_since_it_was_chosen,
+    login_reports_a_known_password_and_still_logs_in,
     startup_refuses_a_breached_file_it_cannot_use,
 );
 
@@ -227,7 +227,7 @@ async fn change_password_and_the_admin_api_apply_the_policy(backend: Backend) {
         .expect("the password an operator set");
 }
 
-async fn login_reports_a_password_breached_since_it_was_chosen(backend: Backend) {
+async fn login_reports_a_known_password_and_still_logs_in(backend: Backend) {
     let db = Arc::new(TestDb::new(backend).await);
     let before = TestApp::spawn_on(Arc::clone(&db), &[]).await;
     let email = "heidi@example.com";
@@ -294,6 +294,19 @@ async fn login_reports_a_password_breached_since_it_was_chosen(backend: Backend)
         .await
         .expect("login");
     assert!(!login.password_compromised);
+
+    // A common password from before the list (as an old account may have)
+    // logs in too, and is reported.
+    let hash = bcrypt::hash("password", 4).expect("bcrypt");
+    db.execute(&format!(
+        "UPDATE users SET password_hash = '{hash}' WHERE email = 'ivan@example.com'"
+    ))
+    .await;
+    let login = after
+        .login("ivan@example.com", "password")
+        .await
+        .expect("login");
+    assert!(login.password_compromised && !login.access_token.is_empty());
 }
 
 async fn startup_refuses_a_breached_file_it_cannot_use(backend: Backend) {
