@@ -33,6 +33,7 @@ use crate::{
         hasher::Hasher,
         kek::Keks,
         keys::{self, KeySettings},
+        passwords::PasswordPolicy,
         revocations::Revocations,
         throttle::Limits,
     },
@@ -101,11 +102,13 @@ impl Application {
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
         let revocations = Revocations::new(database.clone(), config.revocations, &metrics);
+        let passwords = PasswordPolicy::load(&config.passwords)?;
         let admin = Admin::new(
             database.clone(),
             hasher.clone(),
             config.sessions,
             revocations.clone(),
+            passwords.clone(),
         );
         let audit = Audit::new(database.clone(), config.audit);
         let accounts = Accounts::new(
@@ -118,6 +121,7 @@ impl Application {
                 revocations: revocations.clone(),
                 keks: Arc::clone(&keks),
                 totp: config.totp.clone(),
+                passwords,
             },
         );
         let tls = config.tls.clone().map(Tls::load).transpose()?;

@@ -377,9 +377,12 @@ pub(crate) fn pool_error(error: PoolError) -> Error {
 
 pub(crate) fn query_error(error: QueryError) -> Error {
     match &error {
-        QueryError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-            Error::unavailable(error)
-        }
+        // A connection the server closed under a query, or before it could
+        // be sent ("connection closed"): the database went away.
+        QueryError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => Error::unavailable(error),
         // SQLite reports a write lock it waited on past busy_timeout this
         // way, PostgreSQL a statement cancelled by statement_timeout, and a
         // server shutting down (SQLSTATE 57P01 to 57P03) the connections it

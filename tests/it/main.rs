@@ -26,6 +26,7 @@ mod limits;
 mod login;
 mod observability;
 mod overload;
+mod passwords;
 mod processes;
 mod revocations;
 mod server;
