@@ -23,8 +23,9 @@ use authd::api::proto::{
     IntrospectTokenResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
     ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
     LogoutResponse, RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
-    RegenerateRecoveryCodesResponse, RevokeSessionRequest, RevokeSessionResponse, SignupRequest,
-    SignupResponse, User, WatchRevocationsRequest, WatchRevocationsResponse,
+    RegenerateRecoveryCodesResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
+    ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse,
+    SignupRequest, SignupResponse, User, WatchRevocationsRequest, WatchRevocationsResponse,
     auth_service_server::{AuthService, AuthServiceServer},
 };
 use clap::Parser;
@@ -122,6 +123,20 @@ impl AuthService for Floor {
         &self,
         _: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn request_password_reset(
+        &self,
+        _: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn reset_password(
+        &self,
+        _: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
         Err(unimplemented())
     }
 

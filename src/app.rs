@@ -33,6 +33,7 @@ use crate::{
         hasher::Hasher,
         kek::Keks,
         keys::{self, KeySettings},
+        mail::Mail,
         passwords::PasswordPolicy,
         revocations::Revocations,
         throttle::Limits,
@@ -67,6 +68,7 @@ pub struct Application {
     admin_api: AdminApi,
     audit: Audit,
     accounts: Accounts,
+    mail: Mail,
     revocations: Revocations,
     tls: Option<Tls>,
     cors: Option<tower_http::cors::CorsLayer>,
@@ -111,6 +113,7 @@ impl Application {
             passwords.clone(),
         );
         let audit = Audit::new(database.clone(), config.audit);
+        let mail = Mail::new(&config.mail, database.clone())?;
         let accounts = Accounts::new(
             database.clone(),
             hasher,
@@ -121,6 +124,8 @@ impl Application {
                 revocations: revocations.clone(),
                 keks: Arc::clone(&keks),
                 totp: config.totp.clone(),
+                mail: mail.clone(),
+                metrics: metrics.clone(),
                 passwords,
             },
         );
@@ -154,6 +159,7 @@ impl Application {
             admin_api: AdminApi::new(admin, audit.clone(), config.password_min_length),
             audit,
             accounts,
+            mail,
             revocations,
             tls,
             cors: crate::api::cors::cors(&config.cors_allowed_origins),
@@ -193,7 +199,14 @@ impl Application {
             tokio::spawn(serve_metrics(listener, router, metrics_stop))
         });
         let audit_pruner = tokio::spawn(self.audit.keep_within_retention());
-        let session_tidier = tokio::spawn(self.accounts.keep_tidy());
+        let session_tidier = tokio::spawn(self.accounts.clone().keep_tidy());
+        // Without SMTP nothing is ever queued, so neither runs.
+        let mail_tasks = self.mail.sender(self.metrics.clone()).map(|sender| {
+            (
+                tokio::spawn(sender.run()),
+                tokio::spawn(self.accounts.serve_reset_requests()),
+            )
+        });
         let revocation_feed = tokio::spawn(self.revocations.clone().keep_current());
         let jwks_max_age = self.keys.refresh;
         let key_refresher = tokio::spawn(keys::keep_fresh(
@@ -221,6 +234,10 @@ impl Application {
             key_refresher.abort();
             audit_pruner.abort();
             session_tidier.abort();
+            if let Some((sender, resets)) = &mail_tasks {
+                sender.abort();
+                resets.abort();
+            }
             revocation_feed.abort();
             self.revocations.stop();
             if let Some(tls_watcher) = &tls_watcher {

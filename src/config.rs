@@ -14,6 +14,7 @@ use crate::{
     core::audit::AuditSettings,
     core::kek::KekSettings,
     core::keys::KeySettings,
+    core::mail::MailSettings,
     core::passwords::PasswordSettings,
     core::revocations::RevocationSettings,
     core::throttle::{LimitSettings, Lockout, Rate},
@@ -147,6 +148,11 @@ pub struct Settings {
         global = true
     )]
     pub(crate) signup_rate: Rate,
+
+    /// Most RequestPasswordReset and ResetPassword calls per client (and
+    /// the other calls that send or spend a mailed link), e.g. 10/min.
+    #[arg(long, env = "AUTHD_MAIL_RATE", default_value = "10/min", global = true)]
+    pub(crate) mail_rate: Rate,
 
     /// Most Refresh calls per client, e.g. 600/min.
     #[arg(
@@ -443,6 +449,61 @@ pub struct Settings {
           value_parser = parse_duration, global = true)]
     pub(crate) keepalive_interval: Duration,
 
+    /// The SMTP server that delivers authd's mail: smtp://host:port (plain),
+    /// smtp://host:port?tls=required (STARTTLS), smtps://user:password@host:465
+    /// (implicit TLS). Off unless set: password reset and email
+    /// verification then answer FAILED_PRECONDITION.
+    #[arg(long, env = "AUTHD_SMTP_URL", global = true)]
+    pub(crate) smtp_url: Option<String>,
+
+    /// The From of every mail, e.g. "Example <no-reply@example.com>".
+    /// Required with AUTHD_SMTP_URL.
+    #[arg(long, env = "AUTHD_MAIL_FROM", global = true)]
+    pub(crate) mail_from: Option<String>,
+
+    /// The link of a password reset mail, with {token} where the token
+    /// goes, e.g. https://app.example.com/reset?token={token}. Required with
+    /// AUTHD_SMTP_URL.
+    #[arg(long, env = "AUTHD_PASSWORD_RESET_URL", global = true)]
+    pub(crate) password_reset_url: Option<String>,
+
+    /// The link of an email verification mail, with {token}. Required with
+    /// AUTHD_SMTP_URL.
+    #[arg(long, env = "AUTHD_EMAIL_VERIFICATION_URL", global = true)]
+    pub(crate) email_verification_url: Option<String>,
+
+    /// The link of an email change confirmation, with {token}. Required
+    /// with AUTHD_SMTP_URL.
+    #[arg(long, env = "AUTHD_EMAIL_CHANGE_URL", global = true)]
+    pub(crate) email_change_url: Option<String>,
+
+    /// How long a password reset link works.
+    #[arg(long, env = "AUTHD_PASSWORD_RESET_TTL", default_value = "1h",
+          value_parser = parse_duration, global = true)]
+    pub(crate) password_reset_ttl: Duration,
+
+    /// How long an email verification or email change link works.
+    #[arg(long, env = "AUTHD_EMAIL_VERIFICATION_TTL", default_value = "24h",
+          value_parser = parse_duration, global = true)]
+    pub(crate) email_verification_ttl: Duration,
+
+    /// At most one password reset mail per address per this interval;
+    /// further requests are answered as usual and send nothing.
+    #[arg(long, env = "AUTHD_PASSWORD_RESET_INTERVAL", default_value = "1m",
+          value_parser = parse_duration, global = true)]
+    pub(crate) password_reset_interval: Duration,
+
+    /// A directory of files that replace the built-in mail texts:
+    /// <kind>.subject, <kind>.txt and <kind>.html (README: "Mail").
+    #[arg(long, env = "AUTHD_MAIL_TEMPLATE_DIR", global = true)]
+    pub(crate) mail_template_dir: Option<PathBuf>,
+
+    /// How long the outbox keeps retrying a mail the SMTP server does not
+    /// take; then the mail is kept, marked given up, and a warning logged.
+    #[arg(long, env = "AUTHD_MAIL_GIVE_UP_AFTER", default_value = "24h",
+          value_parser = parse_duration, global = true)]
+    pub(crate) mail_give_up_after: Duration,
+
     /// Address of the admin listener that serves Prometheus metrics at
     /// /metrics, and nothing else. Off unless set; keep it away from
     /// clients.
@@ -464,6 +525,7 @@ pub struct Config {
     pub(crate) audit: AuditSettings,
     pub(crate) revocations: RevocationSettings,
     pub(crate) totp: TotpSettings,
+    pub(crate) mail: MailSettings,
     pub(crate) keys: KeySettings,
     pub(crate) issuer: String,
     pub(crate) public_url: Option<Url>,
@@ -503,6 +565,7 @@ impl TryFrom<Settings> for Config {
             limits: LimitSettings {
                 login: settings.login_rate,
                 signup: settings.signup_rate,
+                mail: settings.mail_rate,
                 refresh: settings.refresh_rate,
                 introspect: settings.introspect_rate,
                 lockout: Lockout {
@@ -532,6 +595,18 @@ impl TryFrom<Settings> for Config {
             totp: TotpSettings {
                 issuer: settings.totp_issuer,
                 challenge_ttl: settings.mfa_challenge_ttl,
+            },
+            mail: MailSettings {
+                smtp_url: settings.smtp_url.map(SecretString::from),
+                from: settings.mail_from,
+                password_reset_url: settings.password_reset_url,
+                email_verification_url: settings.email_verification_url,
+                email_change_url: settings.email_change_url,
+                password_reset_ttl: settings.password_reset_ttl,
+                email_verification_ttl: settings.email_verification_ttl,
+                template_dir: settings.mail_template_dir,
+                give_up_after: settings.mail_give_up_after,
+                reset_interval: settings.password_reset_interval,
             },
             audit: AuditSettings {
                 retention: settings.audit_retention,

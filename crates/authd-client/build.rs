@@ -4,13 +4,14 @@
 /// The messages that carry passwords or tokens. Their generated `Debug` is
 /// skipped for one that redacts them (`src/lib.rs`), so none can leak into a
 /// log, on the server (which uses these types) or in a client.
-const SECRET_MESSAGES: [&str; 23] = [
+const SECRET_MESSAGES: [&str; 24] = [
     "auth.v1.SignupRequest",
     "auth.v1.LoginRequest",
     "auth.v1.LoginResponse",
     "auth.v1.RefreshRequest",
     "auth.v1.RefreshResponse",
     "auth.v1.ChangePasswordRequest",
+    "auth.v1.ResetPasswordRequest",
     "auth.v1.IntrospectTokenRequest",
     "auth.v1.IssueServiceTokenRequest",
     "auth.v1.IssueServiceTokenResponse",

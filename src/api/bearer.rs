@@ -10,8 +10,10 @@ use tower::Layer;
 
 use crate::core::tokens::Tokens;
 
-const PUBLIC_METHODS: [&str; 6] = [
+const PUBLIC_METHODS: [&str; 8] = [
     "/auth.v1.AuthService/Signup",
+    "/auth.v1.AuthService/RequestPasswordReset",
+    "/auth.v1.AuthService/ResetPassword",
     "/auth.v1.AuthService/Login",
     "/auth.v1.AuthService/CompleteLogin",
     "/auth.v1.AuthService/Refresh",

@@ -8,6 +8,7 @@ mod bearer;
 pub(crate) mod convert;
 pub(crate) mod cors;
 pub(crate) mod listener;
+mod mail;
 pub mod malformed;
 mod mfa;
 mod revocations;
@@ -57,8 +58,9 @@ use proto::{
     IntrospectTokenResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
     ListSessionsRequest, ListSessionsResponse, LoginRequest, LoginResponse, LogoutRequest,
     LogoutResponse, RefreshRequest, RefreshResponse, RegenerateRecoveryCodesRequest,
-    RegenerateRecoveryCodesResponse, RevokeSessionRequest, RevokeSessionResponse, SignupRequest,
-    SignupResponse, WatchRevocationsRequest, auth_service_server::AuthService,
+    RegenerateRecoveryCodesResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
+    ResetPasswordRequest, ResetPasswordResponse, RevokeSessionRequest, RevokeSessionResponse,
+    SignupRequest, SignupResponse, WatchRevocationsRequest, auth_service_server::AuthService,
 };
 
 /// The longest `x-request-id` recorded in the audit trail; the access log
@@ -261,6 +263,28 @@ impl AuthService for AuthApi {
             .change_password(&claims, current, new, &origin)
             .await?;
         Ok(Response::new(ChangePasswordResponse {}))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        self.limit_client(Action::Mail, &request).await?;
+        let email = mail::reset_request(request.get_ref())?;
+        self.accounts
+            .request_password_reset(email, origin(&request))?;
+        Ok(Response::new(RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<ResetPasswordRequest>,
+    ) -> Result<Response<ResetPasswordResponse>, Status> {
+        self.limit_client(Action::Mail, &request).await?;
+        let origin = origin(&request);
+        let (token, new) = mail::reset(request.into_inner(), self.password_min_length)?;
+        self.accounts.reset_password(token, new, &origin).await?;
+        Ok(Response::new(ResetPasswordResponse {}))
     }
 
     async fn introspect_token(

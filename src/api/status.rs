@@ -10,6 +10,7 @@ use crate::domain::{Error, FieldViolation, PasswordRefusal};
 
 pub(crate) const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_SECOND_FACTOR: &str = "invalid or expired code or challenge";
+const INVALID_MAIL_TOKEN: &str = "invalid or expired link";
 /// What an overloaded hashing stage suggests: about the time a short queue
 /// takes to drain.
 const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
@@ -40,6 +41,10 @@ impl From<Error> for Status {
             ),
             Error::InvalidSecondFactor => Status::unauthenticated(INVALID_SECOND_FACTOR),
             Error::TotpState(what) => Status::failed_precondition(what),
+            Error::MailNotConfigured => {
+                Status::failed_precondition("email delivery is not configured")
+            }
+            Error::InvalidMailToken => Status::unauthenticated(INVALID_MAIL_TOKEN),
             Error::PasswordChanged => Status::aborted(
                 "the password was changed by another request meanwhile; nothing was changed",
             ),

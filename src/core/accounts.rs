@@ -3,6 +3,7 @@
 //! [`Error`].
 
 mod mfa;
+mod reset;
 mod service_tokens;
 mod sessions;
 mod signups;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     core::hasher::Hasher,
     core::kek::Keks,
+    core::mail::Mail,
     core::passwords::{Owner, PasswordPolicy},
     core::refresh_token::RefreshToken,
     core::revocations::Revocations,
@@ -30,9 +32,11 @@ use crate::{
         mfa::Amr,
         session::Device,
     },
+    infra::metrics::Metrics,
     store::{Database, NewSession, NewUserRecord, RefreshRecord, Revoke, Rotation, StoredPassword},
 };
 pub(crate) use mfa::MfaChallenge;
+use reset::ResetQueue;
 use signups::SignupLine;
 
 /// How long refresh tokens live, how reuse is judged, when a session dies
@@ -79,6 +83,9 @@ pub(crate) struct Accounts {
     revocations: Revocations,
     keks: Arc<Keks>,
     totp: TotpSettings,
+    mail: Mail,
+    metrics: Metrics,
+    resets: ResetQueue,
     passwords: PasswordPolicy,
 }
 
@@ -90,6 +97,8 @@ pub(crate) struct AccountParts {
     pub(crate) revocations: Revocations,
     pub(crate) keks: Arc<Keks>,
     pub(crate) totp: TotpSettings,
+    pub(crate) mail: Mail,
+    pub(crate) metrics: Metrics,
     pub(crate) passwords: PasswordPolicy,
 }
 
@@ -106,6 +115,8 @@ impl Accounts {
             revocations,
             keks,
             totp,
+            mail,
+            metrics,
             passwords,
         } = parts;
         Self {
@@ -118,6 +129,9 @@ impl Accounts {
             revocations,
             keks,
             totp,
+            mail,
+            metrics,
+            resets: ResetQueue::default(),
             passwords,
         }
     }

@@ -10,6 +10,7 @@ pub(crate) mod audit;
 pub(crate) mod hasher;
 pub(crate) mod kek;
 pub(crate) mod keys;
+pub(crate) mod mail;
 pub(crate) mod passwords;
 pub(crate) mod refresh_token;
 pub(crate) mod revocations;

@@ -1,37 +1,34 @@
 //! Refresh tokens: opaque, 256 random bits, stored only as a hash.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use secrecy::{ExposeSecret, SecretBox};
 use sha2::{Digest, Sha256};
 
-use crate::domain::Error;
+use crate::domain::{
+    Error,
+    token::{OpaqueToken, TOKEN_BYTES},
+};
 
-const TOKEN_BYTES: usize = 32;
-
-pub(crate) struct RefreshToken(SecretBox<[u8; TOKEN_BYTES]>);
+pub(crate) struct RefreshToken(OpaqueToken);
 
 impl RefreshToken {
     pub(crate) fn generate() -> Result<Self, Error> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        getrandom::fill(&mut bytes).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(Self(SecretBox::new(Box::new(bytes))))
+        OpaqueToken::generate().map(Self)
     }
 
     /// Reads a token as a client presents it. Anything that cannot be one of
     /// ours is simply not found, like an unknown token.
     pub(crate) fn parse(text: &str) -> Option<Self> {
-        let bytes: [u8; TOKEN_BYTES] = URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()?;
-        Some(Self(SecretBox::new(Box::new(bytes))))
+        OpaqueToken::parse(text).map(Self)
     }
 
     /// The text handed to the client.
     pub(crate) fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0.expose_secret())
+        self.0.encode()
     }
 
     /// What the database stores and looks the token up by.
     pub(crate) fn hash(&self) -> String {
-        URL_SAFE_NO_PAD.encode(Sha256::digest(self.0.expose_secret()))
+        self.0.hash()
     }
 
     /// Seals `successor` so that only a holder of `self` can open it: the
@@ -41,7 +38,7 @@ impl RefreshToken {
         let pad = self.pad();
         let sealed: Vec<u8> = successor
             .0
-            .expose_secret()
+            .bytes()
             .iter()
             .zip(pad)
             .map(|(byte, pad)| byte ^ pad)
@@ -56,13 +53,13 @@ impl RefreshToken {
         for ((out, byte), pad) in bytes.iter_mut().zip(sealed).zip(self.pad()) {
             *out = byte ^ pad;
         }
-        Some(Self(SecretBox::new(Box::new(bytes))))
+        Some(Self(OpaqueToken::from_bytes(bytes)))
     }
 
     fn pad(&self) -> [u8; TOKEN_BYTES] {
         Sha256::new()
             .chain_update(b"authd refresh successor seal v1")
-            .chain_update(self.0.expose_secret())
+            .chain_update(self.0.bytes())
             .finalize()
             .into()
     }

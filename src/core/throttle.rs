@@ -83,6 +83,7 @@ impl Lockout {
 pub(crate) struct LimitSettings {
     pub(crate) login: Rate,
     pub(crate) signup: Rate,
+    pub(crate) mail: Rate,
     pub(crate) refresh: Rate,
     pub(crate) introspect: Rate,
     pub(crate) lockout: Lockout,
@@ -101,6 +102,8 @@ pub(crate) struct LimitSettings {
 pub(crate) enum Action {
     Login,
     Signup,
+    /// The calls that send a mail or spend a mailed token.
+    Mail,
     Refresh,
     Introspect,
 }
@@ -156,6 +159,7 @@ impl Limits {
         let (name, rate) = match action {
             Action::Login => ("login", self.settings.login),
             Action::Signup => ("signup", self.settings.signup),
+            Action::Mail => ("mail", self.settings.mail),
             Action::Refresh => ("refresh", self.settings.refresh),
             Action::Introspect => ("introspect", self.settings.introspect),
         };
@@ -167,6 +171,7 @@ impl Limits {
                 match action {
                     Action::Login => self.metrics.login_throttled_by_client(),
                     Action::Signup => self.metrics.signup_throttled(),
+                    Action::Mail => self.metrics.mail_throttled(),
                     Action::Refresh => self.metrics.refresh_throttled(),
                     Action::Introspect => self.metrics.introspect_throttled(),
                 }

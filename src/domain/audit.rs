@@ -17,6 +17,8 @@ pub(crate) enum EventType {
     SessionRevoked,
     PasswordChanged,
     PasswordSet,
+    PasswordResetRequested,
+    PasswordReset,
     UserCreated,
     UserUpdated,
     UserDisabled,
@@ -38,7 +40,7 @@ pub(crate) enum EventType {
 }
 
 impl EventType {
-    pub(crate) const ALL: [Self; 26] = [
+    pub(crate) const ALL: [Self; 28] = [
         Self::UserSignedUp,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -47,6 +49,8 @@ impl EventType {
         Self::SessionRevoked,
         Self::PasswordChanged,
         Self::PasswordSet,
+        Self::PasswordResetRequested,
+        Self::PasswordReset,
         Self::UserCreated,
         Self::UserUpdated,
         Self::UserDisabled,
@@ -77,6 +81,8 @@ impl EventType {
             Self::SessionRevoked => "session.revoked",
             Self::PasswordChanged => "password.changed",
             Self::PasswordSet => "password.set",
+            Self::PasswordResetRequested => "password_reset.requested",
+            Self::PasswordReset => "password.reset",
             Self::UserCreated => "user.created",
             Self::UserUpdated => "user.updated",
             Self::UserDisabled => "user.disabled",

@@ -102,6 +102,17 @@ pub(crate) enum Error {
     #[error("TOTP state: {0}")]
     TotpState(&'static str),
 
+    /// `FAILED_PRECONDITION` "email delivery is not configured": a call
+    /// that sends mail, on a server without `AUTHD_SMTP_URL`.
+    #[error("email delivery is not configured")]
+    MailNotConfigured,
+
+    /// `UNAUTHENTICATED`: a mailed token (reset, verification, email
+    /// change) is unknown, expired, used or of another purpose. One
+    /// variant, so the reasons cannot be told apart.
+    #[error("invalid mail token")]
+    InvalidMailToken,
+
     /// `ABORTED`: the password changed between this ChangePassword's check
     /// of the current password and its write, so nothing was changed.
     #[error("password changed concurrently")]

@@ -16,10 +16,12 @@ use uuid::Uuid;
 
 pub(crate) mod audit;
 mod error;
+pub(crate) mod mail;
 pub(crate) mod mfa;
 pub(crate) mod roles;
 pub(crate) mod service_account;
 pub(crate) mod session;
+pub(crate) mod token;
 
 pub(crate) use error::{Error, FieldViolation};
 pub(crate) use roles::{Role, Roles};

@@ -55,6 +55,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -85,6 +90,12 @@ struct Inner {
     calls_shed: Counter,
     revocation_feed_current: Gauge,
     revoked_sessions: Gauge,
+    outbox_depth: Gauge,
+    mail_sent: Family<KindLabels, Counter>,
+    mail_failed: Family<KindLabels, Counter>,
+    mail_dropped: Counter,
+    mail_throttled: Counter,
+    mail_tokens_rejected: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -119,6 +130,12 @@ impl Metrics {
         let calls_shed = Counter::default();
         let revocation_feed_current = Gauge::default();
         let revoked_sessions = Gauge::default();
+        let outbox_depth = Gauge::default();
+        let mail_sent = Family::<KindLabels, Counter>::default();
+        let mail_failed = Family::<KindLabels, Counter>::default();
+        let mail_dropped = Counter::default();
+        let mail_throttled = Counter::default();
+        let mail_tokens_rejected = Counter::default();
         // Series that exist from the start read 0 instead of missing, so
         // rate() and alerts work before the first event.
         for reason in ["client", "account"] {
@@ -233,6 +250,37 @@ impl Metrics {
             "Revoked sessions this replica holds in memory, until their tokens expire",
             revoked_sessions.clone(),
         );
+        registry.register(
+            "outbox_depth",
+            "Mails waiting in the outbox for delivery, as this replica's sender last counted",
+            outbox_depth.clone(),
+        );
+        registry.register(
+            "mail_sent",
+            "Mails delivered to the SMTP server, by kind",
+            mail_sent.clone(),
+        );
+        registry.register(
+            "mail_failed",
+            "Failed delivery attempts, by kind (each is retried until the give-up time)",
+            mail_failed.clone(),
+        );
+        registry.register(
+            "mail_requests_dropped",
+            "RequestPasswordReset calls answered without a mail because the queue of pending \
+             lookups was full",
+            mail_dropped.clone(),
+        );
+        registry.register(
+            "mail_throttled",
+            "Calls that send or spend mailed links refused by the client rate limit",
+            mail_throttled.clone(),
+        );
+        registry.register(
+            "mail_tokens_rejected",
+            "Mailed tokens presented that were unknown, expired or used",
+            mail_tokens_rejected.clone(),
+        );
 
         Self(Arc::new(Inner {
             registry,
@@ -255,6 +303,12 @@ impl Metrics {
             calls_shed,
             revocation_feed_current,
             revoked_sessions,
+            outbox_depth,
+            mail_sent,
+            mail_failed,
+            mail_dropped,
+            mail_throttled,
+            mail_tokens_rejected,
         }))
     }
 
@@ -287,6 +341,44 @@ impl Metrics {
             .call_seconds
             .get_or_create(&MethodLabels { method })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// How many mails wait in the outbox.
+    pub(crate) fn set_outbox_depth(&self, depth: i64) {
+        self.0.outbox_depth.set(depth);
+    }
+
+    /// Makes the sent and failed series of these kinds of mail read 0
+    /// until their first event.
+    pub(crate) fn mail_kinds(&self, kinds: impl IntoIterator<Item = &'static str>) {
+        for kind in kinds {
+            let _ = self.0.mail_sent.get_or_create(&KindLabels { kind });
+            let _ = self.0.mail_failed.get_or_create(&KindLabels { kind });
+        }
+    }
+
+    /// A mail of `kind` was delivered.
+    pub(crate) fn mail_sent(&self, kind: &'static str) {
+        self.0.mail_sent.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A delivery attempt of a mail of `kind` failed.
+    pub(crate) fn mail_failed(&self, kind: &'static str) {
+        self.0.mail_failed.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A mail request was dropped because its queue was full.
+    pub(crate) fn mail_request_dropped(&self) {
+        self.0.mail_dropped.inc();
+    }
+
+    pub(crate) fn mail_throttled(&self) {
+        self.0.mail_throttled.inc();
+    }
+
+    /// A mailed token was presented that is no live one.
+    pub(crate) fn mail_token_rejected(&self) {
+        self.0.mail_tokens_rejected.inc();
     }
 
     /// A login was refused for a wrong password or an unknown email.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{
     Database,
     audit::AppendAudit,
+    mail::retire_tokens,
     query_error,
     revocations::{AnnounceUserChange, EndSessions, Ending},
     run_detached,
@@ -24,6 +25,7 @@ use super::{
 };
 use crate::domain::{
     Email, Error, PasswordHash, Roles, User, UserFilter, Username, audit::AuditEvent,
+    mail::TokenPurpose,
 };
 
 diesel::define_sql_function! {
@@ -222,6 +224,11 @@ impl Database {
                         .set(changeset)
                         .execute(conn)
                         .await?;
+                }
+                // A reset link mailed before must not undo a new password,
+                // nor outlive the address it was sent to.
+                if change.password_hash.is_some() || change.email.is_some() {
+                    retire_tokens!(conn, id, TokenPurpose::PasswordReset, now);
                 }
                 let after = users::table
                     .find(id)

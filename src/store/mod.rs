@@ -4,6 +4,7 @@
 mod admin_users;
 mod audit;
 mod keys;
+mod mail;
 mod revocations;
 mod schema;
 mod service_accounts;
@@ -32,6 +33,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 pub(crate) use admin_users::UserChange;
 pub(crate) use keys::StoredKey;
+pub(crate) use mail::{AfterSpend, ClaimedMail, NewMail, NewMailToken, OutboxListener};
 pub(crate) use revocations::{FeedConnection, Wakeup};
 pub(crate) use sessions::{Liveness, NewSession, RefreshRecord, Revoke, Rotation, SessionLimit};
 pub(crate) use totp::{AfterFactor, Challenge, Factor};
@@ -93,6 +95,9 @@ impl DatabaseUrl {
 pub(crate) struct Database {
     pools: Pools,
     revocation_window: Duration,
+    /// Wakes this process's mail sender when a transaction that queued
+    /// mail commits.
+    outbox_wakeup: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -201,6 +206,7 @@ impl Database {
         let database = Self {
             pools,
             revocation_window,
+            outbox_wakeup: std::sync::Arc::default(),
         };
         let give_up = tokio::time::Instant::now() + settings.startup_timeout;
         let mut backoff = Duration::from_millis(100);

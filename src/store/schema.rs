@@ -127,7 +127,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    outbox (id) {
+        id -> Text,
+        kind -> Text,
+        recipient -> Text,
+        subject -> Text,
+        text_body -> Text,
+        html_body -> Nullable<Text>,
+        message_id -> Text,
+        created_at -> Timestamp,
+        next_attempt_at -> Timestamp,
+        attempts -> Integer,
+        claimed_until -> Nullable<Timestamp>,
+        sent_at -> Nullable<Timestamp>,
+        gave_up_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    mail_tokens (token_hash) {
+        token_hash -> Text,
+        user_id -> Text,
+        purpose -> Text,
+        new_email -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(mail_tokens -> users (user_id));
 diesel::joinable!(api_keys -> service_accounts (service_account_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
 diesel::joinable!(totp_secrets -> users (user_id));
@@ -139,5 +170,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     mfa_challenges,
     refresh_tokens,
     service_accounts,
-    api_keys
+    api_keys,
+    mail_tokens
 );

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{
     Database,
     audit::AppendAudit,
+    mail::retire_tokens,
     query_error,
     revocations::EndSessions,
     run_detached,
@@ -21,6 +22,7 @@ use crate::{
     domain::Roles,
     domain::User,
     domain::audit::AuditEvent,
+    domain::mail::TokenPurpose,
     domain::mfa::Amr,
     domain::session::{Device, DeviceLabel, SessionInfo, UserAgent},
 };
@@ -577,6 +579,8 @@ impl Database {
                 if !changed {
                     return Ok(false);
                 }
+                // A reset link mailed before must not undo the change.
+                retire_tokens!(conn, user_id, TokenPurpose::PasswordReset, now);
                 let mut others = live_sessions!(conn, user_id);
                 others.retain(|id| id != keep);
                 conn.end_sessions(&others, ending).await?;

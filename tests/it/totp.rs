@@ -68,7 +68,10 @@ fn scan(png: &[u8]) -> String {
 
 /// A user with a session token, enrolled and confirmed with the code of the
 /// current step: the enrollment and the recovery codes.
-async fn user_with_totp(app: &TestApp, email: &str) -> (String, EnrollTotpResponse, Vec<String>) {
+pub(crate) async fn user_with_totp(
+    app: &TestApp,
+    email: &str,
+) -> (String, EnrollTotpResponse, Vec<String>) {
     let (_, token) = app.user_with_token(email).await;
     let enrolled = enroll(app, &token, PASSWORD).await.expect("enroll");
     let codes = confirm(app, &token, &app_code(&enrolled.otpauth_uri, email, 0))

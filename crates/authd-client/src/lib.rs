@@ -66,6 +66,7 @@ redacting_debug!(v1, RegenerateRecoveryCodesResponse {} secret { recovery_codes 
 redacting_debug!(v1, RefreshRequest {} secret { refresh_token });
 redacting_debug!(v1, RefreshResponse { token_type, expires_in } secret { access_token, refresh_token });
 redacting_debug!(v1, ChangePasswordRequest {} secret { current_password, new_password });
+redacting_debug!(v1, ResetPasswordRequest {} secret { token, new_password });
 redacting_debug!(v1, IntrospectTokenRequest {} secret { token });
 redacting_debug!(v1, IssueServiceTokenRequest {} secret { api_key });
 redacting_debug!(v1, IssueServiceTokenResponse { token_type, expires_in } secret { access_token });
@@ -78,7 +79,7 @@ redacting_debug!(admin::v1, CreateApiKeyResponse { key_id } secret { api_key });
 mod tests {
     use super::v1::{
         ChangePasswordRequest, ConfirmTotpResponse, LoginRequest, LoginResponse, MfaChallenge,
-        SignupRequest,
+        ResetPasswordRequest, SignupRequest,
     };
 
     #[test]
@@ -96,6 +97,12 @@ mod tests {
         };
         let printed = format!("{change:?}");
         assert!(!printed.contains("old-pw-1") && !printed.contains("new-pw-2"));
+        let reset = ResetPasswordRequest {
+            token: "resettokensecret".into(),
+            new_password: "new-pw-3".into(),
+        };
+        let printed = format!("{reset:?}");
+        assert!(!printed.contains("resettokensecret") && !printed.contains("new-pw-3"));
         let signup = SignupRequest {
             email: "a@example.com".into(),
             password: "hunter2hunter2".into(),

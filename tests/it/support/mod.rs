@@ -5,6 +5,7 @@ mod app;
 mod db;
 mod http;
 mod jwt;
+mod mail;
 mod process;
 mod tools;
 
@@ -13,6 +14,7 @@ pub(crate) use self::{
     db::TestDb,
     http::{get, sample, scrape},
     jwt::{jwt_claims, jwt_kid, new_signing_key_pem, write_key_file},
+    mail::MailSink,
     process::Process,
     tools::{npm_project, venv},
 };

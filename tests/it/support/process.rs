@@ -1,6 +1,10 @@
 //! authd as a child process, as operators run it.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use super::{TestApp, TestDb};
 
@@ -10,6 +14,8 @@ pub(crate) struct Process {
     pub(crate) addr: SocketAddr,
     /// The admin listener, when `--metrics-listen` was given.
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Every line it logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -32,18 +38,23 @@ impl Process {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = command
+        command
             .args(["serve", "--bcrypt-cost", "4"])
             .args(listen)
             .args(["--database-url", &db.url, "--log-format", "json"])
-            .args(extra)
-            .env("RUST_LOG", "info")
+            .args(extra);
+        // A test that wants another level sets it on the command.
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start authd");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = std::io::BufReader::new(stdout).lines();
         let (mut addr, mut metrics_addr) = (None, None);
+        let log = Arc::new(Mutex::new(Vec::new()));
         let wants_metrics = extra.contains(&"--metrics-listen");
         while addr.is_none() || (wants_metrics && metrics_addr.is_none()) {
             let line = lines
@@ -51,6 +62,7 @@ impl Process {
                 .expect("authd logged where it serves")
                 .expect("log line");
             let event: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+            log.lock().expect("log").push(line.clone());
             let address = || {
                 event["address"]
                     .as_str()
@@ -67,17 +79,34 @@ impl Process {
             }
         }
         // Keep draining the log so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().expect("log").push(line);
+            }
+        });
         Self {
             child,
             addr: addr.expect("address"),
             metrics_addr,
+            log,
         }
     }
 
     /// A client-side handle on the process, reusing the test helpers.
     pub(crate) fn app(&self, db: &Arc<TestDb>) -> TestApp {
         TestApp::remote(self.addr, Arc::clone(db))
+    }
+
+    /// What the process logged so far, one JSON object per line.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// SIGKILL, as a crash or an OOM killer would: no cleanup at all.
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub(crate) fn pid(&self) -> u32 {

@@ -1,0 +1,2 @@
+DROP TABLE mail_tokens;
+DROP TABLE outbox;
