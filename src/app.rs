@@ -34,6 +34,7 @@ use crate::{
         kek::Keks,
         keys::{self, KeySettings},
         mail::Mail,
+        passwords::PasswordPolicy,
         revocations::Revocations,
         throttle::Limits,
     },
@@ -103,11 +104,13 @@ impl Application {
             .await
             .context("cannot connect to the Redis named by AUTHD_REDIS_URL")?;
         let revocations = Revocations::new(database.clone(), config.revocations, &metrics);
+        let passwords = PasswordPolicy::load(&config.passwords)?;
         let admin = Admin::new(
             database.clone(),
             hasher.clone(),
             config.sessions,
             revocations.clone(),
+            passwords.clone(),
         );
         let audit = Audit::new(database.clone(), config.audit);
         let mail = Mail::new(&config.mail, database.clone())?;
@@ -124,6 +127,7 @@ impl Application {
                 totp: config.totp.clone(),
                 mail: mail.clone(),
                 metrics: metrics.clone(),
+                passwords,
             },
         );
         let tls = config.tls.clone().map(Tls::load).transpose()?;
@@ -506,6 +510,9 @@ async fn watch_database(database: Database, reporter: HealthReporter) {
     loop {
         tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
         let reachable = database.ping().await.is_ok();
+        if !reachable {
+            database.forget_idle_connections();
+        }
         if reachable != serving {
             serving = reachable;
             tracing::warn!(reachable, "database reachability changed");

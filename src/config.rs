@@ -15,6 +15,7 @@ use crate::{
     core::kek::KekSettings,
     core::keys::KeySettings,
     core::mail::MailSettings,
+    core::passwords::PasswordSettings,
     core::revocations::RevocationSettings,
     core::throttle::{LimitSettings, Lockout, Rate},
     core::totp::TotpSettings,
@@ -333,6 +334,19 @@ pub struct Settings {
           value_parser = clap::value_parser!(u16).range(8..=PASSWORD_MAX_BYTES as i64), global = true)]
     pub(crate) password_min_length: u16,
 
+    /// Weakest new password accepted, as zxcvbn's score from 0 (anything the
+    /// other rules allow) to 4; 3 means "safely unguessable" (over 10^8
+    /// guesses).
+    #[arg(long, env = "AUTHD_PASSWORD_MIN_SCORE", default_value_t = 3,
+          value_parser = clap::value_parser!(u8).range(0..=4), global = true)]
+    pub(crate) password_min_score: u8,
+
+    /// Breached passwords to refuse: Have I Been Pwned's SHA-1 list
+    /// (`HASH:COUNT` lines sorted by hash), read in place, never loaded.
+    /// Login reports a right password found in it as compromised.
+    #[arg(long, env = "AUTHD_BREACHED_PASSWORDS_FILE", global = true)]
+    pub(crate) breached_passwords_file: Option<PathBuf>,
+
     /// PKCS#8 PEM Ed25519 private key to sign tokens with. Without it, authd
     /// generates a key on first start and keeps it in the database.
     #[arg(long, env = "AUTHD_SIGNING_KEY_FILE", global = true)]
@@ -527,6 +541,7 @@ pub struct Config {
     pub(crate) audience: String,
     pub(crate) bcrypt_cost: u32,
     pub(crate) password_min_length: usize,
+    pub(crate) passwords: PasswordSettings,
     pub(crate) tls: Option<TlsSettings>,
     pub(crate) cors_allowed_origins: Vec<http::HeaderValue>,
     pub(crate) reflection: bool,
@@ -634,6 +649,10 @@ impl TryFrom<Settings> for Config {
             audience: settings.audience,
             bcrypt_cost: settings.bcrypt_cost,
             password_min_length: usize::from(settings.password_min_length),
+            passwords: PasswordSettings {
+                min_score: settings.password_min_score,
+                breached_file: settings.breached_passwords_file,
+            },
             tls: settings
                 .tls_cert_file
                 .zip(settings.tls_key_file)
@@ -778,6 +797,19 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_password_min_score_is_3_unless_set_within_0_to_4() {
+        let cli = Cli::try_parse_from(["authd"]).expect("defaults");
+        assert_eq!(cli.settings.password_min_score, 3);
+        assert!(cli.settings.breached_passwords_file.is_none());
+        for bad in ["5", "40", "strong"] {
+            let error = Cli::try_parse_from(["authd", "--password-min-score", bad])
+                .err()
+                .expect("out of range");
+            assert!(error.to_string().contains("--password-min-score"), "{bad}");
+        }
     }
 
     #[test]

@@ -195,6 +195,7 @@ impl From<SessionTokens> for proto::LoginResponse {
             expires_in: expires_in(&tokens.access),
             refresh_token: tokens.refresh.encode(),
             mfa_challenge: None,
+            password_compromised: false,
         }
     }
 }

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{convert::Violations, proto};
 use crate::{
-    core::accounts::{LoginOutcome, MfaChallenge},
+    core::accounts::{LoggedIn, LoginOutcome, MfaChallenge},
     core::totp::Enrollment,
     domain::{
         Error, Password,
@@ -54,14 +54,18 @@ pub(crate) fn disable(
     violations.into_result(password.zip(code))
 }
 
-impl From<LoginOutcome> for proto::LoginResponse {
-    fn from(outcome: LoginOutcome) -> Self {
-        match outcome {
+impl From<LoggedIn> for proto::LoginResponse {
+    fn from(logged_in: LoggedIn) -> Self {
+        let response = match logged_in.outcome {
             LoginOutcome::Session(tokens) => tokens.into(),
             LoginOutcome::Challenge(challenge) => Self {
                 mfa_challenge: Some(challenge.into()),
                 ..Self::default()
             },
+        };
+        Self {
+            password_compromised: logged_in.password_compromised,
+            ..response
         }
     }
 }

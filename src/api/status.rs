@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::Error;
+use crate::domain::{Error, FieldViolation, PasswordRefusal};
 
 pub(crate) const INVALID_CREDENTIALS: &str = "invalid email or password";
 const INVALID_SECOND_FACTOR: &str = "invalid or expired code or challenge";
@@ -18,22 +18,11 @@ const OVERLOAD_RETRY: Duration = Duration::from_secs(1);
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
-            Error::InvalidArgument(violations) => {
-                let summary = violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field, v.description.as_ref());
-                }
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("invalid request: {summary}"),
-                    details,
-                )
-            }
+            Error::InvalidArgument(violations) => bad_request(&violations),
+            Error::PasswordRefused { field, refusal } => bad_request(&[FieldViolation {
+                field,
+                description: password_refusal(refusal).into(),
+            }]),
             Error::EmailTaken => Status::already_exists("a user with this email already exists"),
             Error::AlreadyExists(what) => Status::already_exists(what),
             Error::NotFound(what) => Status::not_found(format!("{what} not found")),
@@ -78,6 +67,44 @@ impl From<Error> for Status {
                 tracing::error!(error = %source, "internal error");
                 Status::internal("internal error")
             }
+        }
+    }
+}
+
+/// INVALID_ARGUMENT naming every bad field, in the message and in a
+/// `google.rpc.BadRequest`.
+fn bad_request(violations: &[FieldViolation]) -> Status {
+    let summary = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut details = ErrorDetails::new();
+    for v in violations {
+        details.add_bad_request_violation(v.field, v.description.as_ref());
+    }
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: {summary}"),
+        details,
+    )
+}
+
+/// Why a password was refused, for the user choosing it; never the
+/// password itself.
+fn password_refusal(refusal: PasswordRefusal) -> &'static str {
+    match refusal {
+        PasswordRefusal::Common => {
+            "is one of the most commonly used passwords; choose a less common one"
+        }
+        PasswordRefusal::PersonalData => {
+            "must not contain the email address's name or the username"
+        }
+        PasswordRefusal::Breached => {
+            "appears in a data breach, so attackers already know it; choose another"
+        }
+        PasswordRefusal::TooGuessable => {
+            "is too easy to guess; use a longer password, e.g. several unrelated words"
         }
     }
 }

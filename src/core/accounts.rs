@@ -19,6 +19,7 @@ use crate::{
     core::hasher::Hasher,
     core::kek::Keks,
     core::mail::Mail,
+    core::passwords::{Owner, PasswordPolicy},
     core::refresh_token::RefreshToken,
     core::revocations::Revocations,
     core::throttle::Limits,
@@ -75,6 +76,14 @@ pub(crate) enum LoginOutcome {
     Challenge(MfaChallenge),
 }
 
+/// What Login answers: its outcome, and whether the password, right as it
+/// was, is one attackers know (common, or in the breached list), so the app
+/// can ask the user to change it.
+pub(crate) struct LoggedIn {
+    pub(crate) outcome: LoginOutcome,
+    pub(crate) password_compromised: bool,
+}
+
 #[derive(Clone)]
 pub(crate) struct Accounts {
     db: Database,
@@ -90,6 +99,7 @@ pub(crate) struct Accounts {
     mail: Mail,
     metrics: Metrics,
     resets: ResetQueue,
+    passwords: PasswordPolicy,
 }
 
 /// What Accounts needs besides the database, the hashing stage and the
@@ -103,6 +113,7 @@ pub(crate) struct AccountParts {
     pub(crate) totp: TotpSettings,
     pub(crate) mail: Mail,
     pub(crate) metrics: Metrics,
+    pub(crate) passwords: PasswordPolicy,
 }
 
 impl Accounts {
@@ -121,6 +132,7 @@ impl Accounts {
             totp,
             mail,
             metrics,
+            passwords,
         } = parts;
         Self {
             db,
@@ -136,6 +148,7 @@ impl Accounts {
             mail,
             metrics,
             resets: ResetQueue::default(),
+            passwords,
         }
     }
 
@@ -143,7 +156,8 @@ impl Accounts {
     /// take turns in this process and each first looks the email up, so a
     /// double submit or a flood of one address costs no bcrypt. Then hash,
     /// then insert, holding no connection during bcrypt; the unique index
-    /// still decides races between replicas.
+    /// still decides races between replicas. A password attackers would
+    /// guess early is refused before all of it.
     ///
     /// With mail on, the user is stored with a verification token and its
     /// mail, in one transaction.
@@ -153,6 +167,13 @@ impl Accounts {
     /// answer nor its time tells whether the address has an account, and
     /// its owner is told of the attempt by mail.
     pub(crate) async fn signup(&self, new: NewUser, origin: &Origin) -> Result<User, Error> {
+        let owner = Owner {
+            email: &new.email,
+            username: &new.username,
+        };
+        self.passwords
+            .check("password", &new.password, owner)
+            .await?;
         let hide_taken = self.settings.require_verified_email;
         let _turn = self.signups.turn(&new.email).await;
         let taken = self.db.email_taken(&new.email).await?;
@@ -204,7 +225,7 @@ impl Accounts {
         credentials: Credentials,
         device: Device,
         origin: &Origin,
-    ) -> Result<LoginOutcome, Error> {
+    ) -> Result<LoggedIn, Error> {
         let (user, password) = self
             .db
             .find_user_by_email(&credentials.email)
@@ -261,17 +282,21 @@ impl Accounts {
         }
         self.rehash_if_outdated(&user, &password.hash, &credentials.password)
             .await;
+        let password_compromised = self.passwords.is_compromised(&credentials.password);
         // The attempt stays counted until the second factor is answered, so
         // the password step and every wrong code draw on one budget.
-        if self.db.totp_active(user.id).await? {
-            return self
-                .challenge(user.id, password.version)
-                .await
-                .map(LoginOutcome::Challenge);
-        }
-        self.start_session(&user, password.version, device, Amr::Password, origin)
-            .await
-            .map(LoginOutcome::Session)
+        let outcome = if self.db.totp_active(user.id).await? {
+            LoginOutcome::Challenge(self.challenge(user.id, password.version).await?)
+        } else {
+            LoginOutcome::Session(
+                self.start_session(&user, password.version, device, Amr::Password, origin)
+                    .await?,
+            )
+        };
+        Ok(LoggedIn {
+            outcome,
+            password_compromised,
+        })
     }
 
     /// Starts a session for a user who proved `amr`, unless the password
@@ -484,6 +509,11 @@ impl Accounts {
     ) -> Result<(), Error> {
         let (user, password) = self.live_session_user(claims).await?;
         let session_id = claims.session_id()?;
+        // Like the length rules, before the current password is checked:
+        // a refusal tells nothing about it and spends no guess.
+        self.passwords
+            .check("new_password", &new, Owner::of(&user))
+            .await?;
         let slot = self.hasher.slot().await?;
         // A stolen access token must neither become a way to guess the
         // password nor lock the owner out: failures count per session, apart

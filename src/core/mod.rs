@@ -11,6 +11,7 @@ pub(crate) mod hasher;
 pub(crate) mod kek;
 pub(crate) mod keys;
 pub(crate) mod mail;
+pub(crate) mod passwords;
 pub(crate) mod refresh_token;
 pub(crate) mod revocations;
 pub(crate) mod throttle;

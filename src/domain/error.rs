@@ -3,6 +3,8 @@
 
 use std::{borrow::Cow, time::Duration};
 
+use super::PasswordRefusal;
+
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// A rule a request field breaks, reported in a `google.rpc.BadRequest`.
@@ -18,6 +20,15 @@ pub(crate) enum Error {
     /// field, so a client can fix them all in one round trip.
     #[error("invalid request fields: {0:?}")]
     InvalidArgument(Vec<FieldViolation>),
+
+    /// `INVALID_ARGUMENT`, with one field violation on `field` saying why:
+    /// a new password meets the length rules but is one attackers would
+    /// guess early.
+    #[error("password refused: {refusal:?}")]
+    PasswordRefused {
+        field: &'static str,
+        refusal: PasswordRefusal,
+    },
 
     /// `ALREADY_EXISTS`: the normalized email is registered.
     #[error("email already registered")]

@@ -159,6 +159,14 @@ impl Email {
         &self.address
     }
 
+    /// The part before the `@`: often the user's name, and so a guess
+    /// attackers try first in their password.
+    pub(crate) fn local_part(&self) -> &str {
+        self.address
+            .rsplit_once('@')
+            .map_or(self.address.as_str(), |(local, _)| local)
+    }
+
     /// Equal for every spelling of one mailbox; see [`comparison_key`].
     pub(crate) fn key(&self) -> &str {
         &self.key
@@ -327,6 +335,20 @@ impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Password([REDACTED])")
     }
+}
+
+/// Why a new password that meets the length rules is still refused: it is
+/// among the first guesses of an attacker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PasswordRefusal {
+    /// On the built-in list of the most common passwords.
+    Common,
+    /// Equal to, or containing, the email's local part or the username.
+    PersonalData,
+    /// In the operator's list of passwords from breaches.
+    Breached,
+    /// Below the configured strength score.
+    TooGuessable,
 }
 
 /// A bcrypt hash in its modular-crypt text form, as stored.

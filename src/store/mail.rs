@@ -464,26 +464,6 @@ impl Database {
             .transpose()
     }
 
-    /// Whether a token with this hash and purpose is live: the cheap check
-    /// before work such as hashing a password, which the spend repeats.
-    pub(crate) async fn mail_token_live(
-        &self,
-        hash: &str,
-        purpose: TokenPurpose,
-    ) -> Result<bool, Error> {
-        let now = Utc::now().naive_utc();
-        with_conn!(self, |conn| diesel::select(diesel::dsl::exists(
-            mail_tokens::table
-                .find(hash)
-                .filter(mail_tokens::purpose.eq(purpose.as_str()))
-                .filter(mail_tokens::used_at.is_null())
-                .filter(mail_tokens::expires_at.gt(now))
-        ))
-        .get_result(conn)
-        .await
-        .map_err(query_error))
-    }
-
     /// Claims up to `batch` due mails for `lease`: no other sender takes
     /// them until it ends, so a sender that dies mid-delivery only delays
     /// them. On PostgreSQL rows another replica is claiming are skipped,

@@ -276,6 +276,17 @@ impl Database {
             .map_err(query_error))
     }
 
+    /// Drops every connection waiting in the pool. Once the database was
+    /// unreachable, those idle through the outage are cut without knowing
+    /// it, and each would fail the next call it is lent to after the
+    /// database is back.
+    pub(crate) fn forget_idle_connections(&self) {
+        match &self.pools {
+            Pools::Postgres(pool, _) => drop(pool.retain(|_, _| false)),
+            Pools::Sqlite(pool, _) => drop(pool.retain(|_, _| false)),
+        }
+    }
+
     /// How many connections the pool holds, lends and may open right now.
     pub(crate) fn pool_status(&self) -> deadpool::Status {
         match &self.pools {
@@ -372,9 +383,12 @@ pub(crate) fn pool_error(error: PoolError) -> Error {
 
 pub(crate) fn query_error(error: QueryError) -> Error {
     match &error {
-        QueryError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-            Error::unavailable(error)
-        }
+        // A connection the server closed under a query, or before it could
+        // be sent ("connection closed"): the database went away.
+        QueryError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => Error::unavailable(error),
         // SQLite reports a write lock it waited on past busy_timeout this
         // way, PostgreSQL a statement cancelled by statement_timeout, and a
         // server shutting down (SQLSTATE 57P01 to 57P03) the connections it

@@ -290,10 +290,10 @@ async fn stolen_token_guesses(backend: Backend, counters: &[&str]) {
     app.login(email, PASSWORD)
         .await
         .expect("three wrong guesses, and the owner's Login is not locked");
-    app.change_password(&owners.access_token, PASSWORD, "the owner's new one")
+    app.change_password(&owners.access_token, PASSWORD, "the rightful new one")
         .await
         .expect("the owner's own session may still change it");
-    app.login(email, "the owner's new one")
+    app.login(email, "the rightful new one")
         .await
         .expect("new password");
 }

@@ -29,6 +29,7 @@ mod observability;
 mod outbox;
 mod overload;
 mod password_reset;
+mod passwords;
 mod processes;
 mod revocations;
 mod server;

@@ -87,6 +87,15 @@ async fn a_reset_mail_sets_a_new_password_and_ends_every_session(backend: Backen
     let token = mail.token();
     assert_eq!(token.len(), 43);
 
+    // Signup's screening applies, and a refused password spends no link.
+    let refused = reset(&app, &token, "Password123")
+        .await
+        .expect_err("a common password");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        violations(&refused)["new_password"].contains("most commonly used"),
+        "{refused:?}"
+    );
     reset(&app, &token, NEW_PASSWORD).await.expect("reset");
 
     // Every session ended, the one that asked included.

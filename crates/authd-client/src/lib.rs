@@ -52,7 +52,7 @@ macro_rules! redacting_debug {
 
 redacting_debug!(v1, SignupRequest { email, username } secret { password });
 redacting_debug!(v1, LoginRequest { email, device_label } secret { password });
-redacting_debug!(v1, LoginResponse { token_type, expires_in, mfa_challenge } secret { access_token, refresh_token });
+redacting_debug!(v1, LoginResponse { token_type, expires_in, mfa_challenge, password_compromised } secret { access_token, refresh_token });
 redacting_debug!(v1, MfaChallenge { methods, expires_in } secret { mfa_token });
 redacting_debug!(v1, CompleteLoginRequest {} secret { mfa_token, code });
 redacting_debug!(v1, CompleteLoginResponse { token_type, expires_in } secret { access_token, refresh_token });
@@ -137,6 +137,7 @@ mod tests {
                 methods: vec!["totp".into()],
                 expires_in: 300,
             }),
+            password_compromised: false,
         };
         let codes = ConfirmTotpResponse {
             recovery_codes: vec!["RECOVERYSECRET".into()],

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::Accounts;
 use crate::{
+    core::passwords::Owner,
     domain::{
         Email, Error, Password,
         audit::{Actor, AuditEvent, EventType, Origin},
@@ -128,8 +129,13 @@ impl Accounts {
             return Err(self.rejected_token());
         };
         let hash = token.hash();
-        if !self.db.mail_token_live(&hash, purpose).await? {
+        let Some(bound) = self.db.live_mail_token(&hash, purpose).await? else {
             return Err(self.rejected_token());
+        };
+        if let Some(user) = self.db.find_user(bound.user_id).await? {
+            self.passwords
+                .check("new_password", &new, Owner::of(&user))
+                .await?;
         }
         let slot = self.hasher.slot().await?;
         let new_hash = self.hasher.hash(slot, &new).await?;

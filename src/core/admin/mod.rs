@@ -12,6 +12,7 @@ use authd_verify::Claims;
 use crate::{
     core::accounts::SessionSettings,
     core::hasher::Hasher,
+    core::passwords::PasswordPolicy,
     core::revocations::Revocations,
     domain::{
         Error,
@@ -33,6 +34,7 @@ pub(crate) struct Admin {
     hasher: Hasher,
     sessions: SessionSettings,
     revocations: Revocations,
+    passwords: PasswordPolicy,
 }
 
 impl Admin {
@@ -41,12 +43,14 @@ impl Admin {
         hasher: Hasher,
         sessions: SessionSettings,
         revocations: Revocations,
+        passwords: PasswordPolicy,
     ) -> Self {
         Self {
             db,
             hasher,
             sessions,
             revocations,
+            passwords,
         }
     }
 

@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use super::{Admin, By};
 use crate::{
+    core::passwords::Owner,
     domain::{
         Email, Error, Password, PasswordHash, Role, Roles, User, UserFilter, Username,
         audit::{Actor, AuditEvent, EventType, Origin},
@@ -133,9 +134,16 @@ impl Admin {
     }
 
     /// A taken mailbox is refused before any hashing; the unique index
-    /// still decides a race.
+    /// still decides a race. The password is screened as at Signup.
     pub(crate) async fn create_user(&self, by: By<'_>, new: NewAccount) -> Result<User, Error> {
         let By { actor, origin } = by;
+        if let Some(password) = &new.password {
+            let owner = Owner {
+                email: &new.email,
+                username: &new.username,
+            };
+            self.passwords.check("password", password, owner).await?;
+        }
         if self.db.email_taken(&new.email).await? {
             return Err(Error::EmailTaken);
         }
@@ -234,7 +242,8 @@ impl Admin {
         .await
     }
 
-    /// Hashes outside any transaction, then stores the hash, bumps the
+    /// Screens the password against the user's own data as at Signup,
+    /// hashes outside any transaction, then stores the hash, bumps the
     /// password version (so a login that verified the old one opens no
     /// session) and ends every session.
     pub(crate) async fn set_password(
@@ -244,6 +253,10 @@ impl Admin {
         password: Password,
     ) -> Result<(), Error> {
         let By { actor, origin } = by;
+        let user = self.db.find_user(id).await?.ok_or_else(not_found)?;
+        self.passwords
+            .check("password", &password, Owner::of(&user))
+            .await?;
         let hash = self.hash(&password).await?;
         let event = AuditEvent::new(EventType::PasswordSet, actor, origin).user(id);
         self.change(id, move |_| UserChange {
