@@ -486,19 +486,19 @@ pub struct Settings {
 
     /// How long a password reset link works.
     #[arg(long, env = "AUTHD_PASSWORD_RESET_TTL", default_value = "1h",
-          value_parser = parse_duration, global = true)]
+          value_parser = parse_mail_duration, global = true)]
     pub(crate) password_reset_ttl: Duration,
 
     /// How long an email verification or email change link works.
     #[arg(long, env = "AUTHD_EMAIL_VERIFICATION_TTL", default_value = "24h",
-          value_parser = parse_duration, global = true)]
+          value_parser = parse_mail_duration, global = true)]
     pub(crate) email_verification_ttl: Duration,
 
     /// At most one password reset mail per address per this interval;
     /// further requests are answered as usual and send nothing. The same
     /// holds for the notice that someone tried to sign up with an address.
     #[arg(long, env = "AUTHD_PASSWORD_RESET_INTERVAL", default_value = "1m",
-          value_parser = parse_duration, global = true)]
+          value_parser = parse_mail_duration, global = true)]
     pub(crate) password_reset_interval: Duration,
 
     /// A directory of files that replace the built-in mail texts:
@@ -509,7 +509,7 @@ pub struct Settings {
     /// How long the outbox keeps retrying a mail the SMTP server does not
     /// take; then the mail is kept, marked given up, and a warning logged.
     #[arg(long, env = "AUTHD_MAIL_GIVE_UP_AFTER", default_value = "24h",
-          value_parser = parse_duration, global = true)]
+          value_parser = parse_mail_duration, global = true)]
     pub(crate) mail_give_up_after: Duration,
 
     /// Address of the admin listener that serves Prometheus metrics at
@@ -677,6 +677,15 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
+/// Mail lifetimes and intervals are added to timestamps: bounded, so no
+/// setting can overflow a date on a request path.
+fn parse_mail_duration(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        duration if duration <= Duration::from_secs(30 * 86_400) => Ok(duration),
+        _ => Err("expected a duration from 1s to 30d".to_owned()),
+    }
+}
+
 fn parse_totp_issuer(value: &str) -> Result<String, String> {
     if value.trim().is_empty() || value.contains(':') {
         return Err("expected a name without ':', such as the service's".to_owned());
@@ -744,6 +753,18 @@ mod tests {
         assert_eq!(parse_token_ttl("15m"), Ok(Duration::from_secs(900)));
         for bad in ["0s", "1500ms", "25h", "soon"] {
             assert!(parse_token_ttl(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn mail_durations_stay_within_a_month() {
+        assert_eq!(parse_mail_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_mail_duration("30d"),
+            Ok(Duration::from_secs(30 * 86_400))
+        );
+        for bad in ["0s", "31d", "1000000years", "soon"] {
+            assert!(parse_mail_duration(bad).is_err(), "{bad} accepted");
         }
     }
 

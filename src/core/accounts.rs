@@ -278,6 +278,15 @@ impl Accounts {
         if self.settings.require_verified_email && !user.email_verified {
             self.limits.login_succeeded(&user.email).await;
             self.db.record(vec![failed("email_not_verified")]).await?;
+            let requested = AuditEvent::new(
+                EventType::EmailVerificationRequested,
+                Actor::User(user.id),
+                origin,
+            )
+            .user(user.id);
+            self.mail
+                .remind_verification(user.id, &user.email, vec![requested])
+                .await?;
             return Err(Error::EmailNotVerified);
         }
         self.rehash_if_outdated(&user, &password.hash, &credentials.password)

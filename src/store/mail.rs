@@ -408,6 +408,9 @@ impl Database {
                             if moved {
                                 retire_tokens!(conn, &user_id, TokenPurpose::VerifyEmail, now);
                                 retire_tokens!(conn, &user_id, TokenPurpose::ChangeEmail, now);
+                                // A reset link must not outlive the address
+                                // it was sent to, as when an operator moves it.
+                                retire_tokens!(conn, &user_id, TokenPurpose::PasswordReset, now);
                                 conn.enqueue_mail(notice).await?;
                             }
                             moved
@@ -599,14 +602,38 @@ impl Database {
 
     /// When the next waiting mail is due, if any waits.
     pub(crate) async fn next_mail_due(&self) -> Result<Option<DateTime<Utc>>, Error> {
-        let due: Option<NaiveDateTime> = with_conn!(self, |conn| outbox::table
-            .filter(outbox::sent_at.is_null())
-            .filter(outbox::gave_up_at.is_null())
-            .select(diesel::dsl::min(outbox::next_attempt_at))
-            .first(conn)
+        let now = Utc::now().naive_utc();
+        // A mail another sender holds is due again only when its claim
+        // runs out, however long ago its attempt was due.
+        let (unclaimed, claimed): (Option<NaiveDateTime>, Option<NaiveDateTime>) =
+            with_conn!(self, |conn| async {
+                let unclaimed = outbox::table
+                    .filter(outbox::sent_at.is_null())
+                    .filter(outbox::gave_up_at.is_null())
+                    .filter(
+                        outbox::claimed_until
+                            .is_null()
+                            .or(outbox::claimed_until.lt(now)),
+                    )
+                    .select(diesel::dsl::min(outbox::next_attempt_at))
+                    .first(conn)
+                    .await?;
+                let claimed = outbox::table
+                    .filter(outbox::sent_at.is_null())
+                    .filter(outbox::gave_up_at.is_null())
+                    .filter(outbox::claimed_until.ge(now))
+                    .select(diesel::dsl::min(outbox::claimed_until))
+                    .first(conn)
+                    .await?;
+                Ok::<_, QueryError>((unclaimed, claimed))
+            }
             .await
             .map_err(query_error))?;
-        Ok(due.map(|due| due.and_utc()))
+        Ok(unclaimed
+            .into_iter()
+            .chain(claimed)
+            .min()
+            .map(|due| due.and_utc()))
     }
 
     /// Deletes up to `batch` mails delivered or given up before `before`,

@@ -15,9 +15,9 @@ use authd::api::proto::{
 use tonic::{Code, Status};
 
 use crate::{
-    password_reset::spawn_with_mail,
+    password_reset::{request_reset, reset, spawn_with_mail},
     support::{
-        self, Backend, Mail, MailSink, PASSWORD, TestApp, TestDb, VERIFY, authorized,
+        self, Backend, Mail, MailSink, PASSWORD, RESET, TestApp, TestDb, VERIFY, authorized,
         backend_tests, jwt_claims, sample, scrape, violations,
     },
 };
@@ -31,6 +31,7 @@ backend_tests!(
     an_address_taken_before_the_confirmation_is_refused,
     wrong_passwords_to_an_email_change_count_as_failed_logins,
     an_unverified_account_may_not_log_in_when_verification_is_required,
+    a_blocked_login_mails_a_fresh_link_once_the_last_is_old,
     signup_hides_a_taken_address_when_verification_is_required,
     an_unverified_account_gets_no_second_factor_challenge,
     a_verification_link_proves_only_the_address_it_was_mailed_to,
@@ -347,7 +348,16 @@ async fn an_email_change_is_confirmed_from_the_new_address(backend: Backend) {
         app.get_me(&access).await.expect("me").email == old,
         "nothing changes before the confirmation"
     );
+    request_reset(&app, old)
+        .await
+        .expect("a reset to the old address");
+    let reset_link = token_of(&sink, RESET, old, 1).await;
     confirm_change(&app, &token).await.expect("confirm");
+    // Whoever still reads the old mailbox cannot take the account back.
+    assert_bad_link(
+        reset(&app, &reset_link, "a brand new passphrase").await,
+        "a reset link to the old address",
+    );
 
     let me = app.get_me(&access).await.expect("the session lives on");
     assert_eq!((me.email.as_str(), me.email_verified), (new, true));
@@ -470,6 +480,47 @@ async fn an_unverified_account_may_not_log_in_when_verification_is_required(back
     verify(&app, &token).await.expect("verify");
     let login = app.login(email, PASSWORD).await.expect("verified login");
     assert_verified_claim(&login.access_token);
+}
+
+async fn a_blocked_login_mails_a_fresh_link_once_the_last_is_old(backend: Backend) {
+    let sink = MailSink::start();
+    let mut flags = REQUIRE_VERIFIED.to_vec();
+    flags.extend(["--email-verification-ttl", "1s"]);
+    flags.extend(["--password-reset-interval", "1s"]);
+    let app = spawn_with_mail(backend, &sink, &flags).await;
+    let email = "hal@example.com";
+    app.signup(email, PASSWORD, "Hal").await.expect("signup");
+    let expired = token_of(&sink, VERIFY, email, 1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let refused = verify(&app, &expired).await.expect_err("expired");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    // Signup's link is gone; the owner, who knows the password, is not
+    // locked out: the refused login mails a new one.
+    let refused = app.login(email, PASSWORD).await.expect_err("unverified");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let fresh = token_of(&sink, VERIFY, email, 2).await;
+    verify(&app, &fresh).await.expect("the fresh link verifies");
+    app.login(email, PASSWORD).await.expect("verified login");
+
+    // A wrong password mails nothing.
+    let other = "ivy@example.com";
+    app.signup(other, PASSWORD, "Ivy").await.expect("signup");
+    token_of(&sink, VERIFY, other, 1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let wrong = app
+        .login(other, "not the password")
+        .await
+        .expect_err("wrong");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.to(other)
+            .into_iter()
+            .filter(|mail| mail.subject == VERIFY)
+            .count(),
+        1
+    );
 }
 
 /// An app that requires verified emails, mailing through `sink`, with its

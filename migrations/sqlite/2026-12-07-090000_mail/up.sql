@@ -23,6 +23,10 @@ CREATE TABLE outbox (
 
 CREATE INDEX outbox_due_idx ON outbox (next_attempt_at)
     WHERE sent_at IS NULL AND gave_up_at IS NULL;
+-- The per-address limit of notices looks up an address's recent mail of a
+-- kind on every taken-address Signup: an index, so its cost does not grow
+-- with the outbox and tell a taken address from a free one.
+CREATE INDEX outbox_recipient_idx ON outbox (recipient, kind, created_at);
 
 -- Single-use tokens sent by mail, only as SHA-256 hashes, bound to their
 -- purpose, their user and, for an email change, the new address.

@@ -217,6 +217,23 @@ impl Mail {
         Ok((token, mail))
     }
 
+    /// A new verification link for a user whose login it blocks, unless
+    /// one went out within the reset interval: with the password proven,
+    /// an expired or lost link never locks the owner out, and logging in
+    /// again and again cannot flood the inbox.
+    pub(crate) async fn remind_verification(
+        &self,
+        user_id: Uuid,
+        email: &Email,
+        events: Vec<AuditEvent>,
+    ) -> Result<bool, Error> {
+        let purpose = TokenPurpose::VerifyEmail;
+        let (mut token, mail) = self.prepare_token(user_id, email, purpose, Some(email))?;
+        let inner = self.inner()?;
+        token.not_within = Some(inner.reset_interval);
+        inner.db.issue_mail_token(token, mail, events).await
+    }
+
     /// Queues a notice (a mail without a token) with `events`. A sign-up
     /// attempt notice goes to an address at most once per reset interval,
     /// so that signing up with someone's address cannot flood their inbox;

@@ -21,16 +21,20 @@ use crate::{
 };
 
 /// Mails claimed per round.
-const BATCH: i64 = 16;
-/// How long a claim keeps other senders off a mail: longer than a
-/// delivery may take ([`SMTP_TIMEOUT`] per command), so a mail is not sent
-/// twice while it is being sent once.
-const LEASE: Duration = Duration::from_secs(120);
-const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+const BATCH: i64 = 4;
+/// The most one delivery may take, all SMTP commands together.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a claim keeps other senders off a mail: longer than a round
+/// of [`BATCH`] deliveries may take, so that no mail is sent twice while
+/// it is being sent once.
+const LEASE: Duration = Duration::from_secs(150);
+const _: () = assert!(SEND_TIMEOUT.as_secs() * BATCH.unsigned_abs() < LEASE.as_secs());
+const SMTP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest the sender sleeps: it also picks up mails other replicas
 /// queued while their notifications did not reach it, and retries that
 /// came due.
 const POLL: Duration = Duration::from_secs(2);
+const MIN_NAP: Duration = Duration::from_millis(100);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How often, at most, delivered mails and expired tokens are deleted.
@@ -109,10 +113,14 @@ impl Sender {
         }
     }
 
-    /// How long to sleep: until the next retry is due, at most [`POLL`].
+    /// How long to sleep: until the next retry is due, at most [`POLL`],
+    /// and never so little that the sender spins on the database.
     async fn until_next_due(&self) -> Duration {
         match self.inner.db.next_mail_due().await {
-            Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or_default().min(POLL),
+            Ok(Some(due)) => (due - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .clamp(MIN_NAP, POLL),
             Ok(None) | Err(_) => POLL,
         }
     }
@@ -142,12 +150,16 @@ impl Sender {
     async fn deliver(&self, transport: &AsyncSmtpTransport<Tokio1Executor>, mail: ClaimedMail) {
         let kind = mail.kind.as_str();
         let outcome = match self.message(&mail) {
-            Ok(message) => transport.send(message).await.map(drop).map_err(|error| {
-                // The SMTP server's reply and lettre's kind of failure; the
-                // message itself is never part of it.
-                let permanent = error.is_permanent();
-                (error.to_string(), permanent)
-            }),
+            Ok(message) => {
+                match tokio::time::timeout(SEND_TIMEOUT, transport.send(message)).await {
+                    Ok(sent) => sent.map(drop).map_err(|error| {
+                        // The SMTP server's reply and lettre's kind of failure;
+                        // the message itself is never part of it.
+                        (error.to_string(), refuses_recipient(&error))
+                    }),
+                    Err(_) => Err(("the SMTP server took too long".to_owned(), false)),
+                }
+            }
             Err(error) => Err((error, true)),
         };
         let recorded = match outcome {
@@ -231,6 +243,17 @@ impl Sender {
 fn backoff(attempts: u32) -> Duration {
     let doublings = attempts.saturating_sub(1).min(16);
     FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
+}
+
+/// Whether the SMTP server refused the mailbox itself (550 unavailable,
+/// 551 not local, 553 name not allowed): trying again cannot help. Every
+/// other failure, 5xx ones included (a rejected login after a password
+/// rotation, a TLS requirement), is the server's or its operator's to fix,
+/// so the mail waits with backoff until the give-up time.
+fn refuses_recipient(error: &lettre::transport::smtp::Error) -> bool {
+    error
+        .status()
+        .is_some_and(|code| matches!(u16::from(code), 550 | 551 | 553))
 }
 
 #[cfg(test)]
