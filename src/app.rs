@@ -202,10 +202,14 @@ impl Application {
         let audit_pruner = tokio::spawn(self.audit.keep_within_retention());
         let session_tidier = tokio::spawn(self.accounts.clone().keep_tidy());
         // Without SMTP nothing is ever queued, so neither runs.
+        let (stop_resets, resets_stop) = tokio::sync::oneshot::channel::<()>();
         let mail_tasks = self.mail.sender(self.metrics.clone()).map(|sender| {
+            let stop = async {
+                let _ = resets_stop.await;
+            };
             (
                 tokio::spawn(sender.run()),
-                tokio::spawn(self.accounts.serve_reset_requests()),
+                tokio::spawn(self.accounts.serve_reset_requests(stop)),
             )
         });
         let revocation_feed = tokio::spawn(self.revocations.clone().keep_current());
@@ -227,6 +231,7 @@ impl Application {
             self.jwks_uri,
         )?;
 
+        let shutdown_grace = self.shutdown_grace;
         let tls_watcher = self.tls.clone().map(|tls| tokio::spawn(tls.watch()));
         let (began_stopping, stopping_began) = tokio::sync::oneshot::channel();
         let stopping = async {
@@ -235,9 +240,8 @@ impl Application {
             key_refresher.abort();
             audit_pruner.abort();
             session_tidier.abort();
-            if let Some((sender, resets)) = &mail_tasks {
+            if let Some((sender, _)) = &mail_tasks {
                 sender.abort();
-                resets.abort();
             }
             revocation_feed.abort();
             self.revocations.stop();
@@ -292,7 +296,7 @@ impl Application {
             if stopping_began.await.is_err() {
                 std::future::pending::<()>().await;
             }
-            tokio::time::sleep(self.shutdown_grace).await;
+            tokio::time::sleep(shutdown_grace).await;
         };
         let served = tokio::select! {
             biased;
@@ -302,6 +306,14 @@ impl Application {
                 Ok(())
             }
         };
+        // Reset requests already answered OK become outbox rows before the
+        // process ends; the next sender to run delivers them.
+        let _ = stop_resets.send(());
+        if let Some((_, resets)) = mail_tasks
+            && tokio::time::timeout(shutdown_grace, resets).await.is_err()
+        {
+            tracing::warn!("shutdown grace period over: password reset requests left unmailed");
+        }
         if let Some(metrics_server) = metrics_server {
             metrics_server.await.context("metrics listener panicked")?;
         }

@@ -291,7 +291,7 @@ impl Accounts {
         }
         self.rehash_if_outdated(&user, &password.hash, &credentials.password)
             .await;
-        let password_compromised = self.passwords.is_compromised(&credentials.password);
+        let password_compromised = self.passwords.is_compromised(&credentials.password).await?;
         // The attempt stays counted until the second factor is answered, so
         // the password step and every wrong code draw on one budget.
         let outcome = if self.db.totp_active(user.id).await? {

@@ -106,7 +106,7 @@ impl PasswordPolicy {
         }) {
             return refused(PasswordRefusal::PersonalData);
         }
-        if self.is_breached(password) {
+        if self.is_breached(password).await? {
             return refused(PasswordRefusal::Breached);
         }
         if self.min_score > Score::Zero && self.score(password, owner).await? < self.min_score {
@@ -117,15 +117,24 @@ impl PasswordPolicy {
 
     /// Whether a password that was right at Login is one attackers know:
     /// common or breached. No strength estimate, so it costs microseconds.
-    pub(crate) fn is_compromised(&self, password: &Password) -> bool {
-        is_common(SecretString::from(password.expose().to_lowercase()).expose_secret())
-            || self.is_breached(password)
+    pub(crate) async fn is_compromised(&self, password: &Password) -> Result<bool, Error> {
+        Ok(
+            is_common(SecretString::from(password.expose().to_lowercase()).expose_secret())
+                || self.is_breached(password).await?,
+        )
     }
 
-    fn is_breached(&self, password: &Password) -> bool {
-        self.breached
-            .as_ref()
-            .is_some_and(|file| file.contains(password.expose()))
+    /// On the blocking pool: a lookup in a file that is not in the page
+    /// cache waits on some 30 disk reads, which must not hold up the
+    /// runtime's few workers.
+    async fn is_breached(&self, password: &Password) -> Result<bool, Error> {
+        let Some(file) = self.breached.clone() else {
+            return Ok(false);
+        };
+        let password = SecretString::from(password.expose().to_owned());
+        tokio::task::spawn_blocking(move || file.contains(password.expose_secret()))
+            .await
+            .map_err(Error::internal)
     }
 
     async fn score(&self, password: &Password, owner: Owner<'_>) -> Result<Score, Error> {
@@ -228,10 +237,19 @@ mod tests {
         assert_eq!(refusal(&policy(4), "correct horse battery").await, None);
     }
 
-    #[test]
-    fn login_flags_common_passwords_only_without_a_file() {
+    #[tokio::test]
+    async fn login_flags_common_passwords_only_without_a_file() {
         let policy = policy(3);
-        assert!(policy.is_compromised(&password("Password")));
-        assert!(!policy.is_compromised(&password("correct horse battery")));
+        let flagged = |text| {
+            let policy = policy.clone();
+            async move {
+                policy
+                    .is_compromised(&password(text))
+                    .await
+                    .expect("checked")
+            }
+        };
+        assert!(flagged("Password").await);
+        assert!(!flagged("correct horse battery").await);
     }
 }

@@ -1,9 +1,12 @@
 //! The outbox's promises: a mail queued while the SMTP server is down goes
 //! out once it is back, without a restart; one queued by a process killed
-//! before it could send goes out after a restart; replicas on one database
-//! send each mail once; no token reaches a log.
+//! before it could send goes out after a restart; a graceful stop first
+//! queues the reset requests it answered; replicas on one database send
+//! each mail once; no token reaches a log.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::{
     password_reset::{request_reset, reset, spawn_with_mail},
@@ -138,6 +141,48 @@ async fn two_replicas_send_each_mail_once() {
     assert_eq!(ids.len(), 2 * USERS, "one Message-ID per mail");
     one.terminate();
     two.terminate();
+}
+
+/// A reset request answered OK is waiting on the database when the process
+/// is told to stop: the stop waits for its mail to be queued, so the
+/// restart that follows a deploy loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_queues_the_resets_it_answered() {
+    let db = Arc::new(TestDb::new(Backend::Postgres).await);
+    let sink = MailSink::stopped();
+    let flags = sink.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let process = Process::start(&db, &flags);
+    let app = process.app(&db);
+    app.signup("ada@example.com", PASSWORD, "ada")
+        .await
+        .expect("signup");
+
+    // Another client holds the outbox: the request's worker waits on it.
+    let mut blocker = AsyncPgConnection::establish(&db.url)
+        .await
+        .expect("connect");
+    for statement in ["BEGIN", "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"] {
+        diesel::sql_query(statement)
+            .execute(&mut blocker)
+            .await
+            .expect(statement);
+    }
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::task::spawn_blocking(move || process.terminate());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stopping.is_finished(), "the stop waits for the request");
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("rollback");
+    stopping.await.expect("a graceful stop");
+
+    let queued = "SELECT COUNT(*) AS n FROM outbox WHERE kind = 'password_reset'";
+    assert_eq!(app.db.count(queued).await, 1);
 }
 
 /// Even at the most verbose log level, neither the token nor its link

@@ -64,9 +64,10 @@ impl Accounts {
         Ok(())
     }
 
-    /// Works through reset requests until the application stops; returns
-    /// at once if another worker already took the queue.
-    pub(crate) async fn serve_reset_requests(self) {
+    /// Works through reset requests until `stop` completes, then through
+    /// those already answered, so a restart loses none it has taken;
+    /// returns at once if another worker already took the queue.
+    pub(crate) async fn serve_reset_requests(self, stop: impl Future<Output = ()>) {
         let taken = self
             .resets
             .receiver
@@ -76,17 +77,32 @@ impl Accounts {
         let Some(mut requests) = taken else {
             return;
         };
-        while let Some(request) = requests.recv().await {
-            if let Err(error) = self.send_reset(request).await {
-                tracing::warn!(%error, "password reset mail not queued");
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => self.send_reset(request).await,
+                    None => return,
+                },
+                () = &mut stop => break,
             }
+        }
+        requests.close();
+        while let Some(request) = requests.recv().await {
+            self.send_reset(request).await;
+        }
+    }
+
+    async fn send_reset(&self, request: ResetRequest) {
+        if let Err(error) = self.queue_reset_mail(request).await {
+            tracing::warn!(%error, "password reset mail not queued");
         }
     }
 
     /// Queues a reset mail to the account with this email, if it is a
     /// known, enabled one. Its stored address is the recipient, not the
     /// one typed.
-    async fn send_reset(&self, request: ResetRequest) -> Result<(), Error> {
+    async fn queue_reset_mail(&self, request: ResetRequest) -> Result<(), Error> {
         let Some((user, _)) = self.db.find_user_by_email(&request.email).await? else {
             return Ok(());
         };
