@@ -246,13 +246,20 @@ impl Database {
                         return Ok(false);
                     }
                     if let Some(since) = since {
-                        let recent: i64 = mail_tokens::table
-                            .filter(mail_tokens::user_id.eq(&user_id))
+                        let recent = mail_tokens::table
                             .filter(mail_tokens::purpose.eq(token.purpose.as_str()))
                             .filter(mail_tokens::created_at.gt(since))
-                            .count()
-                            .get_result(conn)
-                            .await?;
+                            .into_boxed();
+                        // A change link goes to an address that is not yet
+                        // the user's: limited per that address, so no
+                        // account can flood someone else's inbox.
+                        let recent = match &token.new_email {
+                            Some(new_email) if token.purpose == TokenPurpose::ChangeEmail => {
+                                recent.filter(mail_tokens::new_email.eq(new_email))
+                            }
+                            _ => recent.filter(mail_tokens::user_id.eq(&user_id)),
+                        };
+                        let recent: i64 = recent.count().get_result(conn).await?;
                         if recent > 0 {
                             return Ok(false);
                         }

@@ -29,6 +29,7 @@ backend_tests!(
     mail_calls_answer_failed_precondition_without_smtp,
     an_email_change_is_confirmed_from_the_new_address,
     an_address_taken_before_the_confirmation_is_refused,
+    change_links_to_one_address_are_limited,
     wrong_passwords_to_an_email_change_count_as_failed_logins,
     an_unverified_account_may_not_log_in_when_verification_is_required,
     a_blocked_login_mails_a_fresh_link_once_the_last_is_old,
@@ -382,6 +383,38 @@ async fn an_email_change_is_confirmed_from_the_new_address(backend: Backend) {
             .await,
         2
     );
+}
+
+async fn change_links_to_one_address_are_limited(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &[]).await;
+    let target = "victim@elsewhere.example";
+    for email in ["kim@example.com", "lee@example.com"] {
+        let (_, access) = app.user_with_token(email).await;
+        for _ in 0..3 {
+            request_change(&app, &access, target, PASSWORD)
+                .await
+                .expect("answered OK");
+        }
+    }
+    // The first link arrived; had any other been sent, it would be here
+    // by the time a later mail to another address is.
+    let first = token_of(&sink, CHANGE, target, 1).await;
+    let (_, access) = app.user_with_token("max@example.com").await;
+    request_change(&app, &access, "max@new.example", PASSWORD)
+        .await
+        .expect("another address");
+    token_of(&sink, CHANGE, "max@new.example", 1).await;
+    assert_eq!(
+        sink.to(target)
+            .into_iter()
+            .filter(|mail| mail.subject == CHANGE)
+            .count(),
+        1
+    );
+    confirm_change(&app, &first)
+        .await
+        .expect("the one link works");
 }
 
 async fn an_address_taken_before_the_confirmation_is_refused(backend: Backend) {

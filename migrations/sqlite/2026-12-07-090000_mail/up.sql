@@ -41,4 +41,6 @@ CREATE TABLE mail_tokens (
 );
 
 CREATE INDEX mail_tokens_user_idx ON mail_tokens (user_id, purpose);
+-- The per-address limit of change links.
+CREATE INDEX mail_tokens_new_email_idx ON mail_tokens (new_email, purpose, created_at);
 CREATE INDEX mail_tokens_expires_at_idx ON mail_tokens (expires_at);

@@ -193,7 +193,8 @@ impl Mail {
     /// with the user). A password reset or email change token makes the
     /// user's older ones of its purpose unusable: only the latest link
     /// works. A reset is also not issued within the reset interval of the
-    /// previous one.
+    /// user's previous one, nor a change link within that of the previous
+    /// one to the same new address.
     pub(crate) fn prepare_token(
         &self,
         user_id: Uuid,
@@ -212,7 +213,7 @@ impl Mail {
             new_email: new_email.map(|email| email.as_str().to_owned()),
             expires_at: Utc::now() + ttl,
             supersede: purpose != TokenPurpose::VerifyEmail,
-            not_within: (purpose == TokenPurpose::PasswordReset).then_some(inner.reset_interval),
+            not_within: (purpose != TokenPurpose::VerifyEmail).then_some(inner.reset_interval),
         };
         Ok((token, mail))
     }
