@@ -106,8 +106,8 @@ struct OutboxRow {
     attempts: i32,
 }
 
-/// A mail the sender holds until its lease ends.
-#[derive(Debug)]
+/// A mail the sender holds until its lease ends. Not `Debug`: its bodies
+/// may carry a token.
 pub(crate) struct ClaimedMail {
     pub(crate) id: String,
     pub(crate) kind: MailKind,
@@ -485,9 +485,13 @@ impl Database {
     ) -> Result<Vec<ClaimedMail>, Error> {
         let now = Utc::now().naive_utc();
         let until = now + chrono::Duration::from_std(lease).map_err(Error::internal)?;
+        // Only kinds this version can render: during a rolling upgrade a
+        // newer kind waits for a newer replica instead of failing rounds.
+        let known = MailKind::ALL.map(MailKind::as_str);
         macro_rules! due {
             () => {
                 outbox::table
+                    .filter(outbox::kind.eq_any(known))
                     .filter(outbox::sent_at.is_null())
                     .filter(outbox::gave_up_at.is_null())
                     .filter(outbox::next_attempt_at.le(now))
@@ -611,10 +615,13 @@ impl Database {
     pub(crate) async fn next_mail_due(&self) -> Result<Option<DateTime<Utc>>, Error> {
         let now = Utc::now().naive_utc();
         // A mail another sender holds is due again only when its claim
-        // runs out, however long ago its attempt was due.
+        // runs out, however long ago its attempt was due; one of a kind
+        // this version cannot send is never due here.
+        let known = MailKind::ALL.map(MailKind::as_str);
         let (unclaimed, claimed): (Option<NaiveDateTime>, Option<NaiveDateTime>) =
             with_conn!(self, |conn| async {
                 let unclaimed = outbox::table
+                    .filter(outbox::kind.eq_any(known))
                     .filter(outbox::sent_at.is_null())
                     .filter(outbox::gave_up_at.is_null())
                     .filter(
@@ -626,6 +633,7 @@ impl Database {
                     .first(conn)
                     .await?;
                 let claimed = outbox::table
+                    .filter(outbox::kind.eq_any(known))
                     .filter(outbox::sent_at.is_null())
                     .filter(outbox::gave_up_at.is_null())
                     .filter(outbox::claimed_until.ge(now))

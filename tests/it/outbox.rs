@@ -20,6 +20,7 @@ backend_tests!(
     a_mail_queued_while_smtp_is_down_goes_out_when_it_is_back,
     a_mail_committed_before_a_kill_goes_out_after_a_restart,
     an_undeliverable_mail_is_given_up_and_kept,
+    a_mail_of_a_newer_kind_waits_without_holding_up_others,
 );
 
 const PENDING: &str = "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL";
@@ -241,4 +242,31 @@ async fn an_undeliverable_mail_is_given_up_and_kept(backend: Backend) {
         app.db.count(given_up).await == 1
     })
     .await;
+}
+
+/// A row a newer release queued, of a kind this one cannot render, as in
+/// a rolling upgrade: it waits for a replica that knows it, and the mails
+/// queued after it still go out.
+async fn a_mail_of_a_newer_kind_waits_without_holding_up_others(backend: Backend) {
+    let sink = MailSink::start();
+    let app = spawn_with_mail(backend, &sink, &[]).await;
+    // Inherent, not diesel's `execute` this module also imports.
+    TestDb::execute(
+        &app.db,
+        "INSERT INTO outbox (id, kind, recipient, subject, text_body, message_id, \
+             created_at, next_attempt_at, attempts) VALUES ('newer', 'from_the_future', \
+             'ada@example.com', 'Later', 'text', '<newer@authd.test>', \
+             '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)",
+    )
+    .await;
+    app.signup("ada@example.com", PASSWORD, "ada")
+        .await
+        .expect("signup");
+    request_reset(&app, "ada@example.com")
+        .await
+        .expect("request");
+    sink.wait_for_subject(RESET, 1).await;
+    let untouched = "SELECT COUNT(*) AS n FROM outbox WHERE id = 'newer' \
+                     AND attempts = 0 AND sent_at IS NULL AND gave_up_at IS NULL";
+    assert_eq!(app.db.count(untouched).await, 1);
 }
