@@ -1,16 +1,22 @@
 //! Requests of the mail flows, parsed into domain values.
 
-use super::{
-    convert::{Violations, required},
-    proto,
-};
+use super::{convert::Violations, proto};
 use crate::domain::{Email, Error, Password, mail::MailToken};
 
 /// A mailed token as the client sent it: empty is a malformed request;
 /// anything that cannot be one of ours is None, which the core refuses
 /// like an unknown token, so junk never reaches a query.
 pub(crate) fn mail_token(field: &'static str, raw: &str) -> Result<Option<MailToken>, Error> {
-    required(field, raw).map(MailToken::parse)
+    let mut violations = Violations::default();
+    let token = violations.check(field, token(raw));
+    violations.into_result(token)
+}
+
+fn token(raw: &str) -> Result<Option<MailToken>, &'static str> {
+    if raw.is_empty() {
+        return Err("must not be empty");
+    }
+    Ok(MailToken::parse(raw))
 }
 
 /// RequestPasswordReset: the email under Signup's rules.
@@ -26,12 +32,7 @@ pub(crate) fn reset(
     password_min: usize,
 ) -> Result<(Option<MailToken>, Password), Error> {
     let mut violations = Violations::default();
-    let token = if request.token.is_empty() {
-        violations.push("token", "must not be empty");
-        None
-    } else {
-        Some(MailToken::parse(&request.token))
-    };
+    let token = violations.check("token", token(&request.token));
     let new = violations.check(
         "new_password",
         Password::parse_new(request.new_password, password_min),

@@ -213,6 +213,13 @@ macro_rules! insert_mail_token {
 }
 pub(super) use insert_mail_token;
 
+/// Since when an earlier mail holds a new one back, for a `not_within`.
+fn cutoff(now: NaiveDateTime, not_within: Option<Duration>) -> Option<NaiveDateTime> {
+    not_within
+        .and_then(|interval| chrono::Duration::from_std(interval).ok())
+        .map(|interval| now - interval)
+}
+
 impl Database {
     /// Stores a token and queues the mail that carries it, with `events`,
     /// in one transaction; with `supersede`, the user's older unused tokens
@@ -228,10 +235,7 @@ impl Database {
         run_detached(async move {
             let user_id = token.user_id.to_string();
             let now = Utc::now().naive_utc();
-            let since = token
-                .not_within
-                .and_then(|interval| chrono::Duration::from_std(interval).ok())
-                .map(|interval| now - interval);
+            let since = cutoff(now, token.not_within);
             let issued = with_conn!(&db, |conn| conn
                 .transaction::<_, QueryError, _>(async |conn| {
                     // The no-op update takes the user's row lock, so that
@@ -292,9 +296,7 @@ impl Database {
     ) -> Result<bool, Error> {
         let db = self.clone();
         run_detached(async move {
-            let since = not_within
-                .and_then(|interval| chrono::Duration::from_std(interval).ok())
-                .map(|interval| Utc::now().naive_utc() - interval);
+            let since = cutoff(Utc::now().naive_utc(), not_within);
             let queued = with_conn!(&db, |conn| conn
                 .transaction::<_, QueryError, _>(async |conn| {
                     if let Some(since) = since {

@@ -27,7 +27,7 @@ impl Accounts {
             return Ok(None);
         }
         self.mail
-            .prepare_token(user_id, email, TokenPurpose::VerifyEmail, Some(email))
+            .prepare_token(user_id, email, TokenPurpose::VerifyEmail)
             .map(Some)
     }
 
@@ -52,13 +52,7 @@ impl Accounts {
         )
         .user(user.id);
         self.mail
-            .issue_token(
-                user.id,
-                &user.email,
-                TokenPurpose::VerifyEmail,
-                Some(&user.email),
-                vec![event],
-            )
+            .issue_token(user.id, &user.email, TokenPurpose::VerifyEmail, vec![event])
             .await
             .map(drop)
     }
@@ -120,13 +114,7 @@ impl Accounts {
         )
         .user(user.id);
         self.mail
-            .issue_token(
-                user.id,
-                &new,
-                TokenPurpose::ChangeEmail,
-                Some(&new),
-                vec![event],
-            )
+            .issue_token(user.id, &new, TokenPurpose::ChangeEmail, vec![event])
             .await
             .map(drop)
     }

@@ -120,7 +120,6 @@ impl Accounts {
                 user.id,
                 &user.email,
                 TokenPurpose::PasswordReset,
-                None,
                 vec![event],
             )
             .await

@@ -181,10 +181,9 @@ impl Mail {
         user_id: Uuid,
         recipient: &Email,
         purpose: TokenPurpose,
-        new_email: Option<&Email>,
         events: Vec<AuditEvent>,
     ) -> Result<bool, Error> {
-        let (token, mail) = self.prepare_token(user_id, recipient, purpose, new_email)?;
+        let (token, mail) = self.prepare_token(user_id, recipient, purpose)?;
         self.inner()?.db.issue_mail_token(token, mail, events).await
     }
 
@@ -194,13 +193,13 @@ impl Mail {
     /// user's older ones of its purpose unusable: only the latest link
     /// works. A reset is also not issued within the reset interval of the
     /// user's previous one, nor a change link within that of the previous
-    /// one to the same new address.
+    /// one to the same new address. A verification or change token is
+    /// bound to the address it is mailed to.
     pub(crate) fn prepare_token(
         &self,
         user_id: Uuid,
         recipient: &Email,
         purpose: TokenPurpose,
-        new_email: Option<&Email>,
     ) -> Result<(NewMailToken, NewMail), Error> {
         let inner = self.inner()?;
         let token = MailToken::generate()?;
@@ -210,7 +209,8 @@ impl Mail {
             hash: token.hash(),
             user_id,
             purpose,
-            new_email: new_email.map(|email| email.as_str().to_owned()),
+            new_email: (purpose != TokenPurpose::PasswordReset)
+                .then(|| recipient.as_str().to_owned()),
             expires_at: Utc::now() + ttl,
             supersede: purpose != TokenPurpose::VerifyEmail,
             not_within: (purpose != TokenPurpose::VerifyEmail).then_some(inner.reset_interval),
@@ -229,7 +229,7 @@ impl Mail {
         events: Vec<AuditEvent>,
     ) -> Result<bool, Error> {
         let purpose = TokenPurpose::VerifyEmail;
-        let (mut token, mail) = self.prepare_token(user_id, email, purpose, Some(email))?;
+        let (mut token, mail) = self.prepare_token(user_id, email, purpose)?;
         let inner = self.inner()?;
         token.not_within = Some(inner.reset_interval);
         inner.db.issue_mail_token(token, mail, events).await
