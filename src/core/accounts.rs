@@ -393,45 +393,16 @@ impl Accounts {
                 AuditEvent::new(EventType::RefreshReuseDetected, Actor::Anonymous, origin),
             )
             .await?;
-        let (user_id, session_id, roles, created_at, amr, email_verified, refresh) = match rotation
-        {
-            Rotation::Rotated {
-                session_id,
-                user_id,
-                roles,
-                session_created_at,
-                amr,
-                email_verified,
-            } => (
-                user_id,
-                session_id,
-                roles,
-                session_created_at,
-                amr,
-                email_verified,
-                successor,
-            ),
+        let (session, refresh) = match rotation {
+            Rotation::Rotated(session) => (session, successor),
             Rotation::Replayed {
-                session_id,
-                user_id,
-                roles,
-                session_created_at,
-                amr,
-                email_verified,
+                session,
                 successor_sealed,
             } => {
                 let replayed = presented
                     .unseal(&successor_sealed)
                     .ok_or_else(|| Error::internal("a stored successor does not unseal"))?;
-                (
-                    user_id,
-                    session_id,
-                    roles,
-                    session_created_at,
-                    amr,
-                    email_verified,
-                    replayed,
-                )
+                (session, replayed)
             }
             Rotation::Reused { session_id } => {
                 self.revocations.settle().await;
@@ -448,13 +419,13 @@ impl Accounts {
         Ok(SessionTokens {
             access: self.tokens.issue(
                 Subject::User {
-                    user_id,
-                    session_id,
-                    session_ends: self.sessions.ends(created_at),
-                    amr,
-                    email_verified,
+                    user_id: session.user_id,
+                    session_id: session.session_id,
+                    session_ends: self.sessions.ends(session.session_created_at),
+                    amr: session.amr,
+                    email_verified: session.email_verified,
                 },
-                &roles,
+                &session.roles,
             )?,
             refresh,
         })

@@ -80,26 +80,25 @@ pub(crate) struct RefreshRecord {
     pub(crate) expires_at: DateTime<Utc>,
 }
 
+/// The session a refresh continues, and what its next access token says
+/// of the user.
+pub(crate) struct Continued {
+    pub(crate) session_id: Uuid,
+    pub(crate) user_id: Uuid,
+    pub(crate) roles: Roles,
+    pub(crate) session_created_at: DateTime<Utc>,
+    pub(crate) amr: Amr,
+    pub(crate) email_verified: bool,
+}
+
 /// What presenting a refresh token did.
 pub(crate) enum Rotation {
     /// The token was live and is now spent; its successor is stored.
-    Rotated {
-        session_id: Uuid,
-        user_id: Uuid,
-        roles: Roles,
-        session_created_at: DateTime<Utc>,
-        amr: Amr,
-        email_verified: bool,
-    },
+    Rotated(Continued),
     /// The token was spent moments ago (within the grace interval) and its
     /// successor is still unspent: the caller gets that successor again.
     Replayed {
-        session_id: Uuid,
-        user_id: Uuid,
-        roles: Roles,
-        session_created_at: DateTime<Utc>,
-        amr: Amr,
-        email_verified: bool,
+        session: Continued,
         successor_sealed: String,
     },
     /// The token was spent earlier: someone is replaying it, so its session
@@ -109,12 +108,15 @@ pub(crate) enum Rotation {
     Rejected,
 }
 
-/// The outcome inside the transaction, before ids are parsed: session id,
-/// user id, the user's roles, the session's start, its amr and whether the
-/// user's email is verified, as stored.
+/// The session as the transaction read it: session id, user id, the
+/// user's roles, the session's start, its amr and whether the user's email
+/// is verified.
+type Stored = (String, String, String, NaiveDateTime, String, bool);
+
+/// The outcome inside the transaction, before ids are parsed.
 enum Outcome {
-    Rotated(String, String, String, NaiveDateTime, String, bool),
-    Replayed(String, String, String, NaiveDateTime, String, bool, String),
+    Rotated(Stored),
+    Replayed(Stored, String),
     Reused(String),
     Rejected,
 }
@@ -139,32 +141,20 @@ type Presented = (
 impl Outcome {
     /// Parses the ids the transaction read.
     fn into_rotation(self) -> Result<Rotation, Error> {
-        Ok(match self {
-            Self::Rotated(session_id, user_id, roles, created_at, amr, email_verified) => {
-                Rotation::Rotated {
-                    session_id: uuid(&session_id)?,
-                    user_id: uuid(&user_id)?,
-                    roles: Roles::from_stored(&roles),
-                    session_created_at: created_at.and_utc(),
-                    amr: Amr::from_stored(&amr),
-                    email_verified,
-                }
-            }
-            Self::Replayed(
-                session_id,
-                user_id,
-                roles,
-                created_at,
-                amr,
-                email_verified,
-                successor_sealed,
-            ) => Rotation::Replayed {
+        let continued = |(session_id, user_id, roles, created_at, amr, email_verified): Stored| {
+            Ok::<_, Error>(Continued {
                 session_id: uuid(&session_id)?,
                 user_id: uuid(&user_id)?,
                 roles: Roles::from_stored(&roles),
                 session_created_at: created_at.and_utc(),
                 amr: Amr::from_stored(&amr),
                 email_verified,
+            })
+        };
+        Ok(match self {
+            Self::Rotated(stored) => Rotation::Rotated(continued(stored)?),
+            Self::Replayed(stored, successor_sealed) => Rotation::Replayed {
+                session: continued(stored)?,
                 successor_sealed,
             },
             Self::Reused(session_id) => Rotation::Reused {
@@ -387,14 +377,14 @@ impl Database {
                         ))
                         .execute(conn)
                         .await?;
-                    return Ok(Outcome::Rotated(
+                    return Ok(Outcome::Rotated((
                         session_id,
                         user_id,
                         roles,
                         created_at,
                         amr,
                         email_verified,
-                    ));
+                    )));
                 }
                 let Some(rotated_at) = rotated_at else {
                     return Ok(Outcome::Rejected);
@@ -432,12 +422,7 @@ impl Database {
                     .execute(conn)
                     .await?;
                 Ok(Outcome::Replayed(
-                    session_id,
-                    user_id,
-                    roles,
-                    created_at,
-                    amr,
-                    email_verified,
+                    (session_id, user_id, roles, created_at, amr, email_verified),
                     sealed,
                 ))
             })
